@@ -1,0 +1,1 @@
+"""bitstreams: see README."""

@@ -1,0 +1,1 @@
+"""spikevid: the command-line front end (``spikevid --help``)."""
