@@ -8,6 +8,7 @@ import sys
 
 COMMAND_MODULES = (
     "spikevid.cmd_model",
+    "spikevid.cmd_energy",
 )
 
 
