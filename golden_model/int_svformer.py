@@ -23,28 +23,23 @@ from dataclasses import dataclass, field
 import torch
 
 from . import intops
-from .intlayers import NULL_TRACER, IntAttention, IntConv, IntLIF, IntLinear, IntModelBase, Requant, Tracer
-from .layers import BatchNormPerStep, bn_scale_shift
-from .quant import calibrate, int8_scale, make_requant, quant_lif, quant_weight, residual_frac_bits
+from .intlayers import (
+    NULL_TRACER,
+    IntAttention,
+    IntConv,
+    IntEmbed,
+    IntLIF,
+    IntLinear,
+    IntModelBase,
+    Requant,
+    Tracer,
+)
+from .quant import LayerFolder, calibrate, int8_scale, make_requant, residual_frac_bits
 from .svformer import CBlock, SABlock, SVFormer
-
 
 # --------------------------------------------------------------------------------------------
 # Integer blocks
 # --------------------------------------------------------------------------------------------
-
-@dataclass
-class IntPatchEmbed:
-    """``[LIF ->] conv -> requant(BN) -> Q.F`` (the first one takes the int8 clip)."""
-
-    proj: IntConv
-    in_lif: IntLIF | None = None
-
-    def __call__(self, x: torch.Tensor, tr: Tracer) -> torch.Tensor:
-        if self.in_lif is not None:
-            x = self.in_lif(x, tr)
-        return self.proj(x, tr)
-
 
 @dataclass
 class IntCMlp:
@@ -122,13 +117,13 @@ class IntSABlock:
 class IntSVFormer(IntModelBase):
     """Integer SVFormer. ``forward(int8 clip (B, 3, T, H, W)) -> int32 logits (B, classes)``."""
 
-    patch_embed1: IntPatchEmbed = None
+    patch_embed1: IntEmbed = None
     blocks1: list = field(default_factory=list)
-    patch_embed2: IntPatchEmbed = None
+    patch_embed2: IntEmbed = None
     blocks2: list = field(default_factory=list)
-    patch_embed3: IntPatchEmbed = None
+    patch_embed3: IntEmbed = None
     blocks3: list = field(default_factory=list)
-    patch_embed4: IntPatchEmbed = None
+    patch_embed4: IntEmbed = None
     blocks4: list = field(default_factory=list)
     lplif: IntLIF = None
     lpDWConv: IntConv = None
@@ -178,48 +173,6 @@ class IntSVFormer(IntModelBase):
 # Quantizer
 # --------------------------------------------------------------------------------------------
 
-def _bn_affine(bn) -> tuple[torch.Tensor, torch.Tensor]:
-    if isinstance(bn, BatchNormPerStep):
-        return bn.scale_shift()
-    return bn_scale_shift(bn)
-
-
-class _Folder:
-    """Shared state of one quantisation: the residual format and the naming of layers."""
-
-    def __init__(self, frac_bits: int, bits: int):
-        self.f = frac_bits
-        self.bits = bits
-        self.res_scale = 2.0 ** -frac_bits
-
-    def lif(self, neuron, name: str) -> IntLIF:
-        return quant_lif(neuron, name, self.f, self.bits)
-
-    def requant(self, weight, bias, bn, in_scale, out_scale, out_bits, name):
-        """Fold ``bn(conv(x) + bias)`` into int8 weights and a requant."""
-        wq, sw = quant_weight(weight)
-        bias = torch.zeros(weight.shape[0], dtype=torch.float64) if bias is None else bias.detach().double()
-        if bn is None:
-            g, h = torch.ones_like(bias), torch.zeros_like(bias)
-        else:
-            g, h = (t.detach().double() for t in _bn_affine(bn))
-        rq = make_requant(g * (sw * in_scale), g * bias + h, out_scale, out_bits, name)
-        return wq, rq
-
-    def conv(self, conv, bn, name, in_scale=1.0, out_scale=None, out_bits=None, spike_input=True) -> IntConv:
-        out_scale = self.res_scale if out_scale is None else out_scale
-        out_bits = self.bits if out_bits is None else out_bits
-        wq, rq = self.requant(conv.weight, conv.bias, bn, in_scale, out_scale, out_bits, name)
-        return IntConv(name, wq, rq, conv.stride[0], conv.padding[0], conv.groups, spike_input)
-
-    def linear(self, lin, bn, name, in_scale=1.0, out_scale=None, out_bits=None, spike_input=True,
-               layout="tokens") -> IntLinear:
-        out_scale = self.res_scale if out_scale is None else out_scale
-        out_bits = self.bits if out_bits is None else out_bits
-        wq, rq = self.requant(lin.weight, lin.bias, bn, in_scale, out_scale, out_bits, name)
-        return IntLinear(name, wq, rq, layout, spike_input)
-
-
 def _residual_points(model: SVFormer) -> list[str]:
     names = [f"patch_embed{i}" for i in range(1, 5)] + ["lpBN"]
     for stage in ("blocks1", "blocks2", "blocks3", "blocks4"):
@@ -248,7 +201,7 @@ def quantize_svformer(model: SVFormer, calib_clips: list[torch.Tensor], res_bits
     in_max = max(float(c.abs().max()) for c in calib_clips)
     res_max = max(stats[n] for n in _residual_points(model))
     f = residual_frac_bits(res_max, res_bits)
-    fo = _Folder(f, res_bits)
+    fo = LayerFolder(f, res_bits)
     in_scale = int8_scale(in_max)
 
     def cblock(blk: CBlock, name: str) -> IntCBlock:
@@ -283,10 +236,10 @@ def quantize_svformer(model: SVFormer, calib_clips: list[torch.Tensor], res_bits
                        fo.lif(m.act2, f"{name}.mlp.act2"), fo.linear(m.fc2, m.norm2, f"{name}.mlp.fc2")),
             bits=res_bits)
 
-    def embed(pe, name, first=False) -> IntPatchEmbed:
+    def embed(pe, name, first=False) -> IntEmbed:
         if first:
-            return IntPatchEmbed(fo.conv(pe.proj, pe.norm, f"{name}.proj", in_scale=in_scale, spike_input=False))
-        return IntPatchEmbed(fo.conv(pe.proj, pe.norm, f"{name}.proj"), fo.lif(pe.in_lif, f"{name}.in_lif"))
+            return IntEmbed(fo.conv(pe.proj, pe.norm, f"{name}.proj", in_scale=in_scale, spike_input=False))
+        return IntEmbed(fo.conv(pe.proj, pe.norm, f"{name}.proj"), fo.lif(pe.in_lif, f"{name}.in_lif"))
 
     s_lp = int8_scale(stats["lpDWConv"])
     s_head = int8_scale(stats["dwconv_bn"])

@@ -152,6 +152,19 @@ class IntConv:
 
 
 @dataclass
+class IntEmbed:
+    """Downsampling / patch embedding ``[LIF ->] conv -> requant -> Q.F`` (no LIF on the pixel stem)."""
+
+    proj: IntConv
+    in_lif: IntLIF | None = None
+
+    def __call__(self, x: torch.Tensor, tr: Tracer) -> torch.Tensor:
+        if self.in_lif is not None:
+            x = self.in_lif(x, tr)
+        return self.proj(x, tr)
+
+
+@dataclass
 class IntLinear:
     """Linear layer on spikes or int8 activations (``"tokens"`` or ``"flat"`` layout), then requant."""
 

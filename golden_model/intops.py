@@ -253,7 +253,7 @@ def attention_kv(k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.
     if k.shape != v.shape:
         raise ValueError(f"k and v must have the same shape, got {tuple(k.shape)} and {tuple(v.shape)}")
     kv = torch.matmul(k.transpose(-2, -1).to(torch.int32), v.to(torch.int32))
-    return kv, v.to(torch.int32).sum(dim=-2)
+    return kv, v.to(torch.int32).sum(dim=-2, dtype=torch.int32)
 
 
 def attention_readout(q: torch.Tensor, kv: torch.Tensor, s_v: torch.Tensor, mode: str) -> torch.Tensor:
@@ -274,7 +274,7 @@ def attention_readout(q: torch.Tensor, kv: torch.Tensor, s_v: torch.Tensor, mode
     if mode == "dot":
         return torch.matmul(qi, kv)
     a = 2 * kv - s_v.unsqueeze(-2)
-    return 2 * torch.matmul(qi, a) - a.sum(dim=-2, keepdim=True)
+    return 2 * torch.matmul(qi, a) - a.sum(dim=-2, keepdim=True, dtype=torch.int32)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mode: str) -> torch.Tensor:

@@ -76,6 +76,9 @@ class LIF(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.decay()
+        if not torch.is_grad_enabled() or not (x.requires_grad or isinstance(a, nn.Parameter)
+                                               or getattr(a, "requires_grad", False)):
+            return self._forward_inference(x, a)
         v = torch.zeros_like(x[0])
         out = []
         for t in range(x.shape[0]):
@@ -84,6 +87,20 @@ class LIF(nn.Module):
             out.append(s)
             v = v * (1.0 - s.detach())
         return torch.stack(out)
+
+    @torch.no_grad()
+    def _forward_inference(self, x: torch.Tensor, a: torch.Tensor | float) -> torch.Tensor:
+        """Same arithmetic as the training path (``v + (x - v) * a``), in place, no graph."""
+        out = torch.empty_like(x)
+        v = torch.zeros_like(x[0])
+        d = torch.empty_like(v)
+        for t in range(x.shape[0]):
+            torch.sub(x[t], v, out=d)
+            d.mul_(a)
+            v.add_(d)
+            torch.ge(v, self.v_threshold, out=out[t])
+            v.addcmul_(v, out[t], value=-1.0)  # v * (1 - s): exactly 0 or v
+        return out
 
     def extra_repr(self) -> str:
         return f"tau={self.tau}, v_threshold={self.v_threshold}, surrogate={self.surrogate}"

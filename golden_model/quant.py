@@ -24,8 +24,9 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from .intlayers import IntLIF, Requant
+from .intlayers import IntConv, IntLIF, IntLinear, Requant
 from .intops import MAX_SHIFT, int_range
+from .layers import BatchNormPerStep, bn_scale_shift
 from .neurons import LIF, PLIF
 
 LIF_SHIFT = 8
@@ -99,8 +100,11 @@ def residual_frac_bits(max_abs: float, bits: int = 16, lo: int = 1, hi: int = 14
 
 
 def int8_scale(max_abs: float) -> float:
-    """Scale of a symmetric int8 activation format covering ``max_abs`` (127 steps)."""
-    return max(max_abs, 1e-8) / 127.0
+    """Scale of a symmetric int8 activation format covering ``max_abs`` (127 steps).
+
+    A point that never saw a non-zero value in calibration gets the range ``[-1/256, 1/256]``.
+    """
+    return max(max_abs, 2.0 ** -8) / 127.0
 
 
 @torch.no_grad()
@@ -127,3 +131,55 @@ def calibrate(model: nn.Module, clips: Iterable[torch.Tensor], names: Iterable[s
             h.remove()
         model.train(was_training)
     return stats
+
+
+def bn_affine(bn) -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(bn, BatchNormPerStep):
+        return bn.scale_shift()
+    return bn_scale_shift(bn)
+
+
+class LayerFolder:
+    """Folds float layers (weights, bias, BatchNorm, input/output scales) into integer layers
+    for one residual format ``Q.F`` of ``bits`` bits."""
+
+    def __init__(self, frac_bits: int, bits: int):
+        self.f = frac_bits
+        self.bits = bits
+        self.res_scale = 2.0 ** -frac_bits
+
+    def lif(self, neuron, name: str) -> IntLIF:
+        return quant_lif(neuron, name, self.f, self.bits)
+
+    def requant(self, weight, bias, bn, in_scale, out_scale, out_bits, name):
+        """Fold ``bn(conv(x) + bias)`` into int8 weights and a requant."""
+        wq, sw = quant_weight(weight)
+        bias = torch.zeros(weight.shape[0], dtype=torch.float64) if bias is None else bias.detach().double()
+        if bn is None:
+            g, h = torch.ones_like(bias), torch.zeros_like(bias)
+        else:
+            g, h = (t.detach().double() for t in bn_affine(bn))
+        rq = make_requant(g * (sw * in_scale), g * bias + h, out_scale, out_bits, name)
+        return wq, rq
+
+    def conv(self, conv, bn, name, in_scale=1.0, out_scale=None, out_bits=None, spike_input=True) -> IntConv:
+        """An :class:`IntConv` for ``bn(conv(x))``; the output defaults to the residual format."""
+        return self.conv_from(conv.weight, conv.bias, bn, name, conv.stride[0], conv.padding[0], conv.groups,
+                              in_scale, out_scale, out_bits, spike_input)
+
+    def conv_from(self, weight, bias, bn, name, stride=1, padding=0, groups=1, in_scale=1.0, out_scale=None,
+                  out_bits=None, spike_input=True) -> IntConv:
+        """:meth:`conv` from a raw 2-D weight (a 1-D conv weight gets a trailing unit axis)."""
+        out_scale = self.res_scale if out_scale is None else out_scale
+        out_bits = self.bits if out_bits is None else out_bits
+        if weight.dim() == 3:
+            weight = weight.unsqueeze(-1)
+        wq, rq = self.requant(weight, bias, bn, in_scale, out_scale, out_bits, name)
+        return IntConv(name, wq, rq, stride, padding, groups, spike_input)
+
+    def linear(self, lin, bn, name, in_scale=1.0, out_scale=None, out_bits=None, spike_input=True,
+               layout="tokens") -> IntLinear:
+        out_scale = self.res_scale if out_scale is None else out_scale
+        out_bits = self.bits if out_bits is None else out_bits
+        wq, rq = self.requant(lin.weight, lin.bias, bn, in_scale, out_scale, out_bits, name)
+        return IntLinear(name, wq, rq, layout, spike_input)
