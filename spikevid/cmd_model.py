@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 
 # Published parameter counts, for comparison with ours.
+# name -> (number, as published, source)
 PUBLISHED_PARAMS = {
-    "svformer": (13_801_612, "upstream SVFormer (Uniformer2d_psnn_try, UCF101, 101 classes)"),
-    "spikevideoformer": (55_000_000, 'SpikeVideoFormer paper: "55 M" for the 8-512 backbone'),
+    "svformer": (13_801_612, "13,801,612", "upstream SVFormer (Uniformer2d_psnn_try, UCF101, 101 classes)"),
+    "spikevideoformer": (55_000_000, "55 M", "SpikeVideoFormer paper, 8-512 backbone (1000 classes)"),
 }
 
 
@@ -35,6 +36,7 @@ def model_info(name: str) -> dict:
         "clip_shape": list(model_clip_shape(model)),
         "params": params,
         "published_params": None,
+        "published_params_text": None,
         "published_params_source": None,
         "dense_macs_per_clip": macs,
         "dense_macs_layers": layer_macs,
@@ -43,17 +45,26 @@ def model_info(name: str) -> dict:
         "gflops_per_clip": 2 * macs / 1e9,
         "flops_convention": "1 MAC = 2 FLOPs; conv/linear (no bias) + attention matmuls; "
                             "BN, neurons, residual adds, pooling not counted",
+        "notes": [],
         "layers": len([r for r in rows if not r.op.startswith("attn")]),
         "attention_products": len([r for r in rows if r.op.startswith("attn")]),
     }
+    if name.startswith("spikevideoformer"):
+        info["notes"] = ["q/k/v/proj RepConvs counted as built (1x1 -> dw3x3 -> 1x1), not as the fused "
+                         "3x3 conv"]
+        if name == "spikevideoformer":
+            info["notes"].append(f"T = {model.cfg.frames} frames per clip is an assumption (see "
+                                 "golden_model.spikevideoformer)")
     if name in PUBLISHED_PARAMS:
-        info["published_params"], info["published_params_source"] = PUBLISHED_PARAMS[name]
+        (info["published_params"], info["published_params_text"],
+         info["published_params_source"]) = PUBLISHED_PARAMS[name]
     return info
 
 
 def format_info(info: dict) -> str:
     pub = info["published_params"]
-    pub_s = "n/a (our reduced config)" if pub is None else f"{pub:,} ({info['published_params_source']})"
+    pub_s = ("n/a (our reduced config)" if pub is None
+             else f"{info['published_params_text']} ({info['published_params_source']})")
     clip = "x".join(map(str, info["clip_shape"]))
     return "\n".join([
         f"model {info['model']}",
@@ -62,10 +73,11 @@ def format_info(info: dict) -> str:
         f"  clip (B,C,T,H,W)  {clip}",
         f"  dense MACs/clip   {info['dense_macs_per_clip']:,} "
         f"(conv/linear {info['dense_macs_layers']:,}, attention {info['dense_macs_attention']:,})",
-        f"  dense FLOPs/clip  {info['dense_flops_per_clip']:,} = {info['gflops_per_clip']:.2f} GFLOPs "
+        f"  dense FLOPs/clip  {info['dense_flops_per_clip']:,} = {info['gflops_per_clip']:.4g} GFLOPs "
         f"(1 MAC = 2 FLOPs)",
         f"  counted           {info['layers']} conv/linear layers, {info['attention_products']} attention "
         f"products; BN, neurons, residual adds, pooling not counted",
+        *(f"  note              {n}" for n in info["notes"]),
     ])
 
 
