@@ -50,16 +50,19 @@ def _require_int(name: str, x: torch.Tensor, dtypes: tuple[torch.dtype, ...]) ->
 def check_spikes(name: str, s: torch.Tensor) -> None:
     """Raise unless ``s`` is an int8 tensor of 0/1 values."""
     _require_int(name, s, (torch.int8,))
-    if s.numel() and (int(s.min()) < 0 or int(s.max()) > 1):
-        raise ValueError(f"{name} must hold spikes (0 or 1), found values in [{int(s.min())}, {int(s.max())}]")
+    if s.numel():
+        lo, hi = (int(v) for v in torch.aminmax(s))
+        if lo < 0 or hi > 1:
+            raise ValueError(f"{name} must hold spikes (0 or 1), found values in [{lo}, {hi}]")
 
 
 def check_range(name: str, x: torch.Tensor, bits: int) -> None:
     """Raise unless every element of the integer tensor ``x`` fits signed ``bits`` bits."""
     lo, hi = int_range(bits)
-    if x.numel() and (int(x.min()) < lo or int(x.max()) > hi):
-        raise ValueError(f"{name} out of the signed {bits}-bit range [{lo}, {hi}]: "
-                         f"found [{int(x.min())}, {int(x.max())}]")
+    if x.numel():
+        xmin, xmax = (int(v) for v in torch.aminmax(x))
+        if xmin < lo or xmax > hi:
+            raise ValueError(f"{name} out of the signed {bits}-bit range [{lo}, {hi}]: found [{xmin}, {xmax}]")
 
 
 # --------------------------------------------------------------------------------------------
@@ -126,10 +129,11 @@ def conv2d_int8(
     if groups == cin and cin_g == 1 and cout == cin:
         acc = torch.zeros(b, cout, ho, wo, dtype=ACC_DTYPE)
         wt = weight.to(ACC_DTYPE)
+        xi = xp.to(ACC_DTYPE)
         for dy in range(kh):
             for dx in range(kw):
-                win = xp[:, :, dy: dy + sh * (ho - 1) + 1: sh, dx: dx + sw * (wo - 1) + 1: sw]
-                acc += win.to(ACC_DTYPE) * wt[:, 0, dy, dx].view(1, cout, 1, 1)
+                win = xi[:, :, dy: dy + sh * (ho - 1) + 1: sh, dx: dx + sw * (wo - 1) + 1: sw]
+                acc.addcmul_(win, wt[:, 0, dy, dx].view(1, cout, 1, 1))
         return acc
     # im2col: (B, C, Ho, Wo, kh, kw) -> rows of (C_g * kh * kw), one group at a time
     cols = xp.unfold(2, kh, sh).unfold(3, kw, sw)
@@ -177,7 +181,9 @@ def requant(acc: torch.Tensor, m: torch.Tensor, s: torch.Tensor, b: torch.Tensor
     _require_int("acc", acc, (torch.int32, torch.int64))
     check_requant_params(m, s, b, out_bits)
     s64 = s.to(torch.int64)
-    y = ((acc.to(torch.int64) * m.to(torch.int64) + (1 << (s64 - 1))) >> s64) + b.to(torch.int64)
+    shape = torch.broadcast_shapes(acc.shape, m.shape, s.shape, b.shape)
+    y = acc.to(torch.int64).expand(shape).clone() if shape != acc.shape else acc.to(torch.int64)
+    y.mul_(m.to(torch.int64)).add_(1 << (s64 - 1)).bitwise_right_shift_(s64).add_(b.to(torch.int64))
     return sat(y, out_bits).to(torch.int32)
 
 
@@ -227,11 +233,23 @@ def lif(x: torch.Tensor, leak: int, shift: int, theta: int, bits: int = 16) -> t
     _require_int("x", x, (torch.int32,))
     check_lif_params(leak, shift, theta, bits)
     check_range("LIF input", x, bits)
+    if bits + shift + 3 > 32:  # (x - v) * L would not fit int32: take the int64 reference step
+        v = torch.zeros_like(x[0])
+        out = torch.empty(x.shape, dtype=torch.int8)
+        for t in range(x.shape[0]):
+            out[t], v = lif_step(v, x[t], leak, shift, theta)
+        return out
+    # Same arithmetic as lif_step, in place in int32: |(x - v) * L| < 2**(bits + shift + 1).
+    fired = torch.empty(x.shape, dtype=torch.bool)
     v = torch.zeros_like(x[0])
-    out = torch.empty(x.shape, dtype=torch.int8)
+    d = torch.empty_like(v)
     for t in range(x.shape[0]):
-        out[t], v = lif_step(v, x[t], leak, shift, theta)
-    return out
+        torch.sub(x[t], v, out=d)
+        d.mul_(leak).bitwise_right_shift_(shift)
+        v.add_(d)
+        torch.ge(v, theta, out=fired[t])
+        v.masked_fill_(fired[t], 0)
+    return fired.to(torch.int8)
 
 
 # --------------------------------------------------------------------------------------------
