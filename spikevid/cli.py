@@ -9,6 +9,8 @@ import sys
 COMMAND_MODULES = (
     "spikevid.cmd_model",
     "spikevid.cmd_energy",
+    "spikevid.cmd_train",
+    "spikevid.cmd_golden",
 )
 
 
