@@ -182,3 +182,16 @@ def test_cli_model_info_svformer(capsys):
     assert info["dense_flops_per_clip"] == 2 * info["dense_macs_per_clip"]
     assert math.isclose(info["gflops_per_clip"], info["dense_flops_per_clip"] / 1e9)
     assert info["dense_macs_attention"] > 0
+
+
+def test_cli_energy_checkpoint(tmp_path, capsys):
+    train = pytest.importorskip("golden_model.train")
+    torch.manual_seed(1)
+    model = build_model("svformer-tiny")
+    path = train.save_checkpoint(model, {"model": "svformer-tiny", "config": model.cfg.to_dict(),
+                                         "metrics": {"test_acc": 0.5}}, tmp_path / "m.pt")
+    assert main(["energy", "--checkpoint", str(path), "--clip-seed", "2", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert any(str(path) in n and "test acc 0.5000" in n for n in d["notes"])
+    assert any("test clip 2" in n for n in d["notes"])
+    assert main(["energy", "--checkpoint", str(tmp_path / "missing.pt")]) == 2
