@@ -67,3 +67,35 @@ def compare(model: nn.Module, int_model: IntModelBase, clips: torch.Tensor, labe
     return Comparison(clips=len(clips), float_acc=float((fp == labels).float().mean()),
                       int_acc=float((ip == labels).float().mean()), agreement=float((fp == ip).float().mean()),
                       deterministic=bool(torch.equal(again, first_logits)), frac_bits=int_model.frac_bits)
+
+
+@dataclass
+class Golden:
+    """A trained float model, its integer model and where they came from."""
+
+    name: str
+    float_model: nn.Module
+    int_model: IntModelBase
+    meta: dict
+    calib_clips: int
+
+
+def calibration_clips(meta: dict, count: int = 64, batch: int = 32) -> list[torch.Tensor]:
+    """The first ``count`` clips of the training split the checkpoint was trained on, in batches."""
+    from .data import SyntheticActions
+
+    ds = meta.get("dataset", {})
+    train = SyntheticActions("train", size=count, frames=ds.get("frames", 4), img_size=ds.get("img_size", 64),
+                             seed=ds.get("seed", 0))
+    return [train.batch(slice(lo, lo + batch))[0] for lo in range(0, count, batch)]
+
+
+def load_golden(checkpoint: str, calib: int = 64) -> Golden:
+    """Load a trained checkpoint (path or shipped model name) and quantise it on ``calib`` clips."""
+    from .train import load_checkpoint
+
+    model, meta = load_checkpoint(checkpoint)
+    clips = calibration_clips(meta, calib)
+    with torch.inference_mode():
+        int_model = quantize(model, clips)
+    return Golden(meta.get("model", checkpoint), model, int_model, meta, calib)
