@@ -28,7 +28,7 @@ Definitions (per clip, batch 1):
   attributes.
 
 Attention products (spiking linear attention, no softmax) are two rows per attention module,
-``<name>.kv`` (``K^T V``) and ``<name>.qkv`` (``Q (K^T V)``). ``q``, ``k``, ``v`` are captured
+``<name>.kv_counts`` (``K^T V``) and ``<name>.readout`` (``Q (K^T V)``). ``q``, ``k``, ``v`` are captured
 from the attention module's ``q_lif``/``k_lif``/``v_lif`` outputs and split into heads with the
 module's own ``split_heads``. Per head, a *window* is the set of tokens one ``K^T V`` sums over:
 one frame (``H*W`` tokens) for :class:`golden_model.svformer.Attention` and SpikeVideoFormer's
@@ -350,9 +350,9 @@ class _Profiler:
                 del self.captured[attn_name]
                 counts = attention_rows_counts(self.attn[attn_name], got["q"], got["k"], got["v"],
                                                self.dense_only)
-                for part in ("kv", "qkv"):
+                for part, row in (("kv", "kv_counts"), ("qkv", "readout")):
                     dense, sops, rate, ins, outs = counts[part]
-                    self._add(f"{attn_name}.{part}", f"attn_{part}", "spike", rate, dense, sops, 0,
+                    self._add(f"{attn_name}.{row}", f"attn_{part}", "spike", rate, dense, sops, 0,
                               ins, outs)
         return hook
 

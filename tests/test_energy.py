@@ -82,8 +82,8 @@ def test_tiny_svformer_rows(tiny_report):
     names = [r.name for r in report.rows]
     assert names[0] == "patch_embed1.proj" and report.rows[0].input_kind == "real"
     assert report.rows[0].macs == report.rows[0].dense_macs > 0
-    assert names.index("blocks3.0.attn.qkv") < names.index("blocks3.0.attn.kv") \
-        < names.index("blocks3.0.attn.proj")
+    assert names.index("blocks3.0.attn.qkv") < names.index("blocks3.0.attn.kv_counts") \
+        < names.index("blocks3.0.attn.readout") < names.index("blocks3.0.attn.proj")
     n_layers = sum(isinstance(m, E.WEIGHTED_LAYERS) for m in model.modules())
     assert len(report.rows) == n_layers + 2 * len(E.find_attention_modules(model))
     assert [r.index for r in report.rows] == list(range(len(report.rows)))
