@@ -7,41 +7,28 @@ normalised clip, which the output says. See :mod:`golden_model.energy` for the d
 
 from __future__ import annotations
 
-import importlib
 import os
 
 import torch
 
 
-def _optional(module: str):
-    """``golden_model.<module>`` or None if it does not exist (yet)."""
-    try:
-        return importlib.import_module(f"golden_model.{module}")
-    except ModuleNotFoundError as e:
-        if e.name != f"golden_model.{module}":
-            raise
-        return None
-
-
 def load_model(name: str, checkpoint: str | None) -> tuple[torch.nn.Module, dict | None, list[str]]:
     """The model to profile, its checkpoint meta (or None) and notes saying where its weights
     came from."""
+    from golden_model import train
     from golden_model.zoo import build_model
 
-    train = _optional("train")
     if checkpoint is not None:
-        if train is None:
-            raise ValueError("--checkpoint needs golden_model.train (load_checkpoint), not available")
         model, meta = train.load_checkpoint(checkpoint)
         return model, meta, [f"weights: checkpoint {meta.get('path', checkpoint)}" + _meta_note(meta)]
     if name.endswith("-tiny"):
-        path = train.default_checkpoint(name) if train is not None else None
-        if path is not None and os.path.exists(path):
+        path = train.default_checkpoint(name)
+        if os.path.exists(path):
             model, meta = train.load_checkpoint(path)
             return model, meta, [f"weights: shipped trained checkpoint {path}" + _meta_note(meta)]
-        why = "golden_model.train not available" if train is None else f"no shipped checkpoint {path}"
         torch.manual_seed(0)
-        return build_model(name), None, [f"weights: RANDOM INIT (seed 0; {why}) - not a trained model"]
+        return build_model(name), None, [f"weights: RANDOM INIT (seed 0; no shipped checkpoint {path})"
+                                         " - not a trained model"]
     torch.manual_seed(0)
     return build_model(name), None, ["weights: RANDOM INIT (seed 0; full-size model, no trained "
                                      "weights) - firing rates are not those of a trained model"]
@@ -62,21 +49,19 @@ def make_clip(model: torch.nn.Module, n: int, synthetic: bool, meta: dict | None
     """A ``(1, C, T, H, W)`` normalised clip and a note saying what it is.
 
     ``synthetic``: clip ``n`` of the synthetic test split (the checkpoint's dataset seed, else
-    0) when :mod:`golden_model.data` exists and the shapes fit; otherwise a random clip with
-    seed ``n``.
+    0) when the shapes fit; otherwise a random clip with seed ``n``.
     """
+    from golden_model import data
     from golden_model.energy import random_clip
 
     cfg = model.cfg
-    data = _optional("data") if synthetic else None
-    if data is not None and cfg.in_chans == 3 and cfg.frames >= 2:
+    if synthetic and cfg.in_chans == 3 and cfg.frames >= 2:
         ds = meta.get("dataset") if isinstance(meta, dict) else None
         seed = ds.get("seed", 0) if isinstance(ds, dict) else 0
         clips, labels = data.generate("test", [n], frames=cfg.frames, img_size=cfg.img_size, seed=seed)
         return (data.normalize(clips).float(),
                 f"clip: synthetic-actions test clip {n} (dataset seed {seed}, label {int(labels[0])})")
-    why = "; golden_model.data not available" if synthetic and data is None else ""
-    return random_clip(model, n), f"clip: RANDOM uniform pixels, normalised (seed {n}{why})"
+    return random_clip(model, n), f"clip: RANDOM uniform pixels, normalised (seed {n})"
 
 
 def _energy(args) -> int:
