@@ -65,7 +65,8 @@ def test_requant_matches_python_integers(bits):
     s = torch.randint(1, 48, (n,), generator=GEN)
     b = torch.randint(-(1 << 31), (1 << 31) - 1, (n,), generator=GEN)
     got = intops.requant(acc, m, s, b, bits)
-    ref = [requant_reference(int(a), int(mm), int(ss), int(bb), bits) for a, mm, ss, bb in zip(acc, m, s, b, strict=True)]
+    ref = [requant_reference(int(a), int(mm), int(ss), int(bb), bits)
+           for a, mm, ss, bb in zip(acc, m, s, b, strict=True)]
     assert got.tolist() == ref
 
 
