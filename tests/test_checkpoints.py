@@ -174,3 +174,16 @@ def test_not_a_state_dict():
         extract_state_dict({"epoch": 3, "cfg": "x"})
     with pytest.raises(TypeError):
         extract_state_dict([1, 2])
+
+
+def test_pickled_training_args_need_weights_only_false(tmp_path):
+    import argparse
+
+    model = _small()
+    sd = _fake_upstream(_table(model), seed=4)
+    path = tmp_path / "checkpoint-best.pth"
+    torch.save({"model": sd, "args": argparse.Namespace(model="metaspikformer_8_512")}, path)
+    with pytest.raises(ValueError, match="weights_only=False"):
+        load_upstream(model, path)
+    assert load_upstream(model, path, weights_only=False).complete
+    assert torch.equal(model.state_dict()["head.weight"], sd["head.weight"])
