@@ -39,16 +39,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     from golden_model.train import train_defaults
     from golden_model.zoo import MODEL_NAMES
 
-    d = train_defaults("svformer-tiny")
+    tiny = ("svformer-tiny", "spikevideoformer-tiny")
+    dflt = {n: train_defaults(n) for n in tiny}
+
+    def h(key: str, what: str) -> str:
+        return f"{what}default: " + ", ".join(f"{dflt[n][key]} ({n})" for n in tiny)
+
     p = sub.add_parser("train", help="train a model on the synthetic action dataset",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="svformer-tiny", choices=MODEL_NAMES)
-    p.add_argument("--epochs", type=int, default=None, help=f"default {d['epochs']}")
-    p.add_argument("--batch-size", type=int, default=None, help=f"default {d['batch_size']}")
-    p.add_argument("--lr", type=float, default=None, help=f"peak AdamW learning rate, default {d['lr']}")
-    p.add_argument("--seed", type=int, default=None, help=f"training seed, default {d['seed']}")
-    p.add_argument("--train-size", type=int, default=None, help=f"training clips, default {d['train_size']}")
-    p.add_argument("--test-size", type=int, default=None, help=f"test clips, default {d['test_size']}")
+    p.add_argument("--epochs", type=int, default=None, help=h("epochs", ""))
+    p.add_argument("--batch-size", type=int, default=None, help=h("batch_size", ""))
+    p.add_argument("--lr", type=float, default=None, help=h("lr", "peak AdamW learning rate; "))
+    p.add_argument("--seed", type=int, default=None, help=h("seed", "training seed; "))
+    p.add_argument("--train-size", type=int, default=None, help=h("train_size", "training clips; "))
+    p.add_argument("--test-size", type=int, default=None, help=h("test_size", "test clips; "))
     p.add_argument("--data-seed", type=int, default=0, help="dataset seed, default 0")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads while training (0: leave as is), default 1")
