@@ -222,7 +222,8 @@ class SVFormer(nn.Module):
         super().__init__()
         self.cfg = cfg
         t, e = cfg.frames, cfg.embed_dim
-        dpr = torch.linspace(0, cfg.drop_path, sum(cfg.depth)).tolist()
+        n = sum(cfg.depth)
+        dpr = [cfg.drop_path * i / max(n - 1, 1) for i in range(n)]  # linear 0 .. drop_path
         heads = [d // cfg.head_dim for d in e]
         self.patch_embed1 = PatchEmbed(cfg.in_chans, e[0], 4, t, spiking=False)
         self.blocks1 = nn.ModuleList(CBlock(e[0], t, cfg.mlp_ratio, dpr.pop(0)) for _ in range(cfg.depth[0]))
