@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import cocotb
@@ -42,43 +42,72 @@ def shape_width(layout: Any) -> int:
     return Shape.cast(layout).width
 
 
+class Codec:
+    """Packs / unpacks one layout or shape; built once from the Amaranth layout's field offsets."""
+
+    def __init__(self, layout: Any):
+        self.layout = layout
+        self.width = shape_width(layout)
+        self.mask = (1 << self.width) - 1
+        self.kind = "int"
+        self.signed = False
+        if isinstance(layout, data.Layout):
+            self.kind = "array" if isinstance(layout, data.ArrayLayout) else "struct"
+            self.fields = [(key, f.offset, Codec(f.shape)) for key, f in layout]
+            self.keys = {key for key, _, _ in self.fields}
+        else:
+            shape = Shape.cast(layout)
+            self.signed = shape.signed
+            self.lo, self.hi = ((-(1 << (shape.width - 1)), (1 << (shape.width - 1)) - 1)
+                                if shape.signed and shape.width else (0, self.mask))
+            self.sign_bit = 1 << (shape.width - 1) if shape.signed and shape.width else 0
+
+    def pack(self, value: Any) -> int:
+        if self.kind == "int":
+            v = int(value)
+            if not self.lo <= v <= self.hi:
+                raise ValueError(f"{v} does not fit {self.layout!r}")
+            return v & self.mask
+        if self.kind == "array":
+            items = list(value)
+            if len(items) != len(self.fields):
+                raise ValueError(f"{self.layout!r} needs {len(self.fields)} elements, got {len(items)}")
+            return sum(c.pack(v) << off for (_, off, c), v in zip(self.fields, items, strict=True))
+        if not isinstance(value, dict):
+            raise TypeError(f"{self.layout!r} packs from a dict, got {type(value).__name__}")
+        unknown = set(value) - self.keys
+        if unknown:
+            raise KeyError(f"{sorted(unknown)} not fields of {self.layout!r}")
+        return sum(c.pack(value[k]) << off for k, off, c in self.fields if k in value)
+
+    def unpack(self, raw: int) -> Any:
+        if self.kind == "int":
+            raw &= self.mask
+            return raw - (self.sign_bit << 1) if raw & self.sign_bit else raw
+        if self.kind == "array":
+            return [c.unpack(raw >> off) for _, off, c in self.fields]
+        return {k: c.unpack(raw >> off) for k, off, c in self.fields}
+
+
+_codecs: dict[int, Codec] = {}
+
+
+def codec(layout: Any) -> Codec:
+    """The (cached) :class:`Codec` of ``layout``."""
+    c = _codecs.get(id(layout))
+    if c is None or c.layout is not layout:
+        c = _codecs[id(layout)] = Codec(layout)
+    return c
+
+
 def pack(layout: Any, value: Any) -> int:
     """Python value -> unsigned integer of ``shape_width(layout)`` bits (Amaranth bit order)."""
-    if isinstance(layout, data.Layout):
-        if isinstance(layout, data.ArrayLayout):
-            items = list(value)
-            if len(items) != layout.length:
-                raise ValueError(f"{layout!r} needs {layout.length} elements, got {len(items)}")
-            fields = dict(layout)
-            return sum(pack(fields[i].shape, v) << fields[i].offset for i, v in enumerate(items))
-        if not isinstance(value, dict):
-            raise TypeError(f"{layout!r} packs from a dict, got {type(value).__name__}")
-        fields = dict(layout)
-        unknown = set(value) - set(fields)
-        if unknown:
-            raise KeyError(f"{sorted(unknown)} not fields of {layout!r}")
-        return sum(pack(fields[k].shape, v) << fields[k].offset for k, v in value.items())
-    shape = Shape.cast(layout)
-    v = int(value)
-    lo, hi = ((-(1 << (shape.width - 1)), (1 << (shape.width - 1)) - 1) if shape.signed
-              else (0, (1 << shape.width) - 1))
-    if not lo <= v <= hi:
-        raise ValueError(f"{v} does not fit {shape!r}")
-    return v & ((1 << shape.width) - 1)
+    return codec(layout).pack(value)
 
 
 def unpack(layout: Any, raw: int) -> Any:
     """Unsigned integer -> Python value (``dict`` / ``list`` / ``int``)."""
-    if isinstance(layout, data.Layout):
-        out = {k: unpack(f.shape, (raw >> f.offset) & ((1 << f.width) - 1)) for k, f in layout}
-        if isinstance(layout, data.ArrayLayout):
-            return [out[i] for i in range(layout.length)]
-        return out
-    shape = Shape.cast(layout)
-    raw &= (1 << shape.width) - 1
-    if shape.signed and raw >> (shape.width - 1):
-        raw -= 1 << shape.width
-    return raw
+    return codec(layout).unpack(raw)
 
 
 def payload_layout(component: Any, port: str) -> Any:
@@ -118,58 +147,110 @@ def no_pauses() -> Iterator[bool]:
 
 
 # --------------------------------------------------------------------------------------------
-# Source and sink
+# Clocked endpoints
 # --------------------------------------------------------------------------------------------
 
 
-class _StreamPort:
-    def __init__(self, dut: Any, prefix: str, layout: Any, clock: Any, pauses: Iterable[bool] | None):
+class ClockLoop:
+    """One coroutine per clock that runs every endpoint once per rising edge.
+
+    Each cycle first *samples* every endpoint (reads of the values just before the edge: the
+    handshake that happened at this edge), then lets every endpoint *drive* its outputs for the
+    next cycle. One loop instead of one coroutine per endpoint keeps the Python cost per simulated
+    cycle low; the two phases keep reads independent of the order of writes.
+    """
+
+    def __init__(self, clock: Any):
+        self.clock = clock
+        self.cycle = 0
+        self._endpoints: list[_Endpoint] = []
+        self._task = cocotb.start_soon(self._run())
+
+    def add(self, endpoint: _Endpoint) -> None:
+        self._endpoints.append(endpoint)
+
+    def stop(self) -> None:
+        self._task.cancel()
+
+    async def _run(self) -> None:
+        edge = RisingEdge(self.clock)
+        while True:
+            await edge
+            self.cycle += 1
+            for ep in self._endpoints:
+                ep._sample()
+            for ep in self._endpoints:
+                ep._drive()
+
+
+class _Endpoint:
+    def __init__(self, dut: Any, prefix: str, layout: Any, clock: Any):
         self.dut = dut
         self.prefix = prefix
         self.layout = layout
-        self.clock = clock
         self.valid = getattr(dut, f"{prefix}__valid")
         self.ready = getattr(dut, f"{prefix}__ready")
         self.payload = getattr(dut, f"{prefix}__payload")
         width = len(self.payload)
         if width != shape_width(layout):
             raise ValueError(f"{prefix}__payload is {width} bits, the layout {shape_width(layout)}")
-        self.set_pauses(pauses)
+        self.loop = clock if isinstance(clock, ClockLoop) else ClockLoop(clock)
         self.transfers = 0  # beats transferred so far
-        self.cycles = 0     # clock edges seen since start
+        self._callbacks: list[Callable[[Any], None]] = []
+        self.loop.add(self)
 
-    def set_pauses(self, pauses: Iterable[bool] | None) -> None:
-        self._pauses = iter(pauses) if pauses is not None else no_pauses()
+    @property
+    def cycle(self) -> int:
+        return self.loop.cycle
+
+    def add_callback(self, fn: Callable[[Any], None]) -> None:
+        """``fn(beat)`` for every transferred beat (unpacked), in order, at its clock edge."""
+        self._callbacks.append(fn)
+
+    def _transferred(self, raw: int) -> Any:
+        self.transfers += 1
+        beat = unpack(self.layout, raw)
+        for fn in self._callbacks:
+            fn(beat)
+        return beat
+
+    def _sample(self) -> None:
+        pass
+
+    def _drive(self) -> None:
+        pass
 
 
-class StreamSource(_StreamPort):
+class StreamSource(_Endpoint):
     """Drives ``<prefix>__valid/payload`` of a DUT input stream from a queue of beats.
 
-    ``send_nowait(beat)`` / ``await send(beat)`` queue a beat (``dict`` / ``list`` / ``int`` as
-    :func:`pack` takes, or an ``int`` already packed with ``packed=True``); ``await idle()`` waits
-    until every queued beat has been transferred. A pause draw happens only when a new beat could
-    be presented, so ``valid`` never drops before its transfer.
+    ``send_nowait(beat)`` queues a beat (``dict`` / ``list`` / ``int`` as :func:`pack` takes,
+    or an already packed ``int`` with ``packed=True``); ``await idle(timeout_ns)`` waits until every
+    queued beat has been transferred. ``pauses`` (one draw per cycle in which a new beat could be
+    presented) insert idle cycles between beats; ``valid`` never drops before its transfer.
     """
 
     def __init__(self, dut: Any, prefix: str, layout: Any, clock: Any, pauses: Iterable[bool] | None = None):
-        super().__init__(dut, prefix, layout, clock, pauses)
+        super().__init__(dut, prefix, layout, clock)
+        self.set_pauses(pauses)
         self._queue: deque[int] = deque()
-        self._driving = False
+        self._driving: int | None = None
+        self._valid_out = 0
         self._empty = Event()
         self._empty.set()
         self.valid.value = 0
         self.payload.value = 0
-        self._task = cocotb.start_soon(self._run())
+
+    def set_pauses(self, pauses: Iterable[bool] | None) -> None:
+        self._pauses = iter(pauses) if pauses is not None else no_pauses()
 
     def send_nowait(self, beat: Any, *, packed: bool = False) -> None:
         self._queue.append(int(beat) if packed else pack(self.layout, beat))
         self._empty.clear()
 
-    async def send(self, beat: Any, *, packed: bool = False) -> None:
-        self.send_nowait(beat, packed=packed)
-
     def pending(self) -> int:
-        return len(self._queue) + (1 if self._driving else 0)
+        """Beats queued or presented but not yet transferred."""
+        return len(self._queue) + (self._driving is not None)
 
     async def idle(self, timeout_ns: float | None = None) -> None:
         if timeout_ns is None:
@@ -177,84 +258,85 @@ class StreamSource(_StreamPort):
         else:
             await with_timeout(self._empty.wait(), timeout_ns, "ns")
 
-    def stop(self) -> None:
-        self._task.cancel()
-        self.valid.value = 0
+    def _sample(self) -> None:
+        if self._driving is not None and self.ready.value:
+            raw, self._driving = self._driving, None
+            self._transferred(raw)
 
-    async def _run(self) -> None:
-        while True:
-            await RisingEdge(self.clock)
-            self.cycles += 1
-            if self._driving and value_int(self.ready):
-                self.transfers += 1
-                self._driving = False
-            if not self._driving:
-                if self._queue and not next(self._pauses):
-                    self.payload.value = self._queue.popleft()
-                    self.valid.value = 1
-                    self._driving = True
-                else:
-                    self.valid.value = 0
-                    if not self._queue:
-                        self._empty.set()
+    def _drive(self) -> None:
+        if self._driving is not None:
+            return
+        if self._queue and not next(self._pauses):
+            self._driving = self._queue.popleft()
+            self.payload.value = self._driving
+            if not self._valid_out:
+                self.valid.value = self._valid_out = 1
+        else:
+            if self._valid_out:
+                self.valid.value = self._valid_out = 0
+            if not self._queue:
+                self._empty.set()
 
 
-class StreamSink(_StreamPort):
+class StreamMonitor(_Endpoint):
+    """Passive monitor: every transfer (``valid & ready`` at a rising edge) of a stream, unpacked.
+
+    Register consumers with :meth:`add_callback`; use it on a DUT input to feed the reference
+    model with exactly what the DUT accepted (decoded from the DUT's own ports).
+    """
+
+    def _sample(self) -> None:
+        if self.valid.value and self.ready.value:
+            self._transferred(value_int(self.payload))
+
+
+class StreamSink(_Endpoint):
     """Accepts a DUT output stream with random backpressure, checking the stream rules.
 
-    Received beats (unpacked) go to a queue: ``await recv(timeout_cycles)``. ``protocol_errors``
-    lists violations (``valid`` dropped or payload changed before the transfer); a violation also
-    raises in the monitor task, which fails the running cocotb test.
+    Received beats (unpacked) go to ``queue``: ``await recv(timeout_ns)``. A violation of the
+    stream rules (``valid`` dropped or payload changed before the transfer) is appended to
+    ``protocol_errors`` and, with ``strict``, raised in the clock loop, failing the running test.
     """
 
     def __init__(self, dut: Any, prefix: str, layout: Any, clock: Any, pauses: Iterable[bool] | None = None,
                  *, strict: bool = True):
-        super().__init__(dut, prefix, layout, clock, pauses)
+        super().__init__(dut, prefix, layout, clock)
+        self.set_pauses(pauses)
         self.queue: Queue = Queue()
         self.protocol_errors: list[str] = []
         self.strict = strict
+        self._ready_out = 0
+        self._pending: int | None = None  # payload of a valid beat not yet transferred
         self.ready.value = 0
-        self._task = cocotb.start_soon(self._run())
 
-    def stop(self) -> None:
-        self._task.cancel()
-        self.ready.value = 0
+    def set_pauses(self, pauses: Iterable[bool] | None) -> None:
+        self._pauses = iter(pauses) if pauses is not None else no_pauses()
 
     async def recv(self, timeout_ns: float | None = None) -> Any:
         if timeout_ns is None:
             return await self.queue.get()
         return await with_timeout(self.queue.get(), timeout_ns, "ns")
 
-    def recv_nowait(self) -> Any:
-        return self.queue.get_nowait()
-
     def __len__(self) -> int:
         return self.queue.qsize()
 
-    async def _run(self) -> None:
-        ready = False
-        pending: int | None = None  # payload of a valid beat not yet transferred
-        while True:
-            await RisingEdge(self.clock)
-            self.cycles += 1
-            valid = value_int(self.valid)
-            raw = value_int(self.payload) if valid else None
-            if pending is not None:
-                err = None
-                if not valid:
-                    err = "valid dropped before the transfer"
-                elif raw != pending:
-                    err = f"payload changed before the transfer ({pending:#x} -> {raw:#x})"
-                if err:
-                    msg = f"{self.prefix}: cycle {self.cycles}: {err}"
-                    self.protocol_errors.append(msg)
-                    if self.strict:
-                        raise AssertionError(msg)
-            if valid and ready:
-                self.transfers += 1
-                self.queue.put_nowait(unpack(self.layout, raw))
-                pending = None
-            else:
-                pending = raw if valid else None
-            ready = not next(self._pauses)
-            self.ready.value = int(ready)
+    def _sample(self) -> None:
+        valid = self.valid.value
+        raw = value_int(self.payload) if valid else None
+        if self._pending is not None and raw != self._pending:
+            err = ("valid dropped before the transfer" if raw is None else
+                   f"payload changed before the transfer ({self._pending:#x} -> {raw:#x})")
+            msg = f"{self.prefix}: cycle {self.cycle}: {err}"
+            self.protocol_errors.append(msg)
+            if self.strict:
+                raise AssertionError(msg)
+        if raw is not None and self._ready_out:
+            self._pending = None
+            self.queue.put_nowait(self._transferred(raw))
+        else:
+            self._pending = raw
+
+    def _drive(self) -> None:
+        ready = 0 if next(self._pauses) else 1
+        if ready != self._ready_out:
+            self.ready.value = self._ready_out = ready

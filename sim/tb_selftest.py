@@ -18,7 +18,7 @@ from amaranth.lib.wiring import In, Out
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 
-from sim.streams import StreamSink, StreamSource, payload_layout, random_pauses
+from sim.streams import ClockLoop, StreamMonitor, StreamSink, StreamSource, payload_layout, random_pauses
 from sim.verilator import tb_params
 
 IN_LAYOUT = data.StructLayout({"a": signed(8), "b": signed(8), "tag": 5})
@@ -66,8 +66,13 @@ async def _setup(dut, seed: int, idle: float, backpressure: float):
     await ClockCycles(dut.clk, 3)
     dut.rst.value = 0
     comp = PairAdder(**tb_params())
-    src = StreamSource(dut, "inp", payload_layout(comp, "inp"), dut.clk, random_pauses(seed, idle, burst=4))
-    sink = StreamSink(dut, "out", payload_layout(comp, "out"), dut.clk, random_pauses(seed + 1, backpressure, burst=6))
+    loop = ClockLoop(dut.clk)
+    src = StreamSource(dut, "inp", payload_layout(comp, "inp"), loop, random_pauses(seed, idle, burst=4))
+    mon = StreamMonitor(dut, "inp", payload_layout(comp, "inp"), loop)
+    sink = StreamSink(dut, "out", payload_layout(comp, "out"), loop, random_pauses(seed + 1, backpressure, burst=6))
+    seen: list = []
+    mon.add_callback(seen.append)
+    src.seen = seen  # what the DUT accepted, decoded from its ports
     return comp, src, sink
 
 
@@ -93,6 +98,7 @@ async def test_stream_exact(dut):
         assert len(sink) == 0, "extra beats"
         expected = [reference(b, comp.lanes) for b in beats]
         assert got == expected
+        assert src.seen[-len(beats):] == beats  # the input monitor decodes what was sent
         assert sink.protocol_errors == []
     assert dut.count.value.to_unsigned() == 200  # counter since the last reset
 
