@@ -1,0 +1,435 @@
+"""Spike-driven attention engine: KV count build and Q read-out for one head at a time.
+
+Implements exactly ``golden_model.intops.attention_kv`` / ``attention_readout`` (``docs/numerics.md``)
+with costs that follow the spike counts; ``docs/attention_engine.md`` is the prose contract
+(interface, error codes, widths, cycle model) and ``golden_model.perf.attention_cycles`` the
+executable cycle model.
+
+Structure (one issue stage A, one accumulate stage B, one output register):
+
+* **A** (issue) takes a command from ``cmd`` when it has no step left to issue, validates it
+  (error codes), and turns a KV or Q token into *steps*, one per cycle. A step names one row
+  slice ``(row i, group g)`` of the KV memory (``P`` counters); ``i`` comes from a log-depth
+  find-first-set over the token's remaining spike mask and the mask loses its lowest bit with
+  ``mask & (mask - 1)``, so **no cycle is spent per zero**. KV tokens step row-major
+  (``for i in active(k): for g < G``), Q tokens group-major (``for g < G: for i in active(q)``)
+  so that one group's ``P`` accumulators finish, go to the output register and restart while the
+  next group is accumulated. The acceptance cycle issues the token's first step.
+* **B** (accumulate) receives the KV row slice one cycle later from the memory's synchronous read
+  port. Build: ``KV[i][g] += v[g]`` written back the same cycle; a back-to-back update of the
+  same row slice reads through the port's transparency (the only read-after-write distance the
+  two-stage loop has). Read-out: ``acc += KV[i][g]`` (dot) or ``acc += 2 A[i][g] = 4 KV - 2 s_V``
+  (Hamming), starting from 0 (dot) or ``-sum_i A[i][g]`` (Hamming).
+* A new window does not clear the memory: a per-row *valid* bit (cleared by CONFIG, set when the
+  window first writes the row's last group) makes never-written rows read as zero, so CONFIG costs
+  one cycle.
+
+The per-window V sums ``s_V[j]`` and the Hamming column term ``negc[j] = -sum_{i<dim} A[i][j]`` live
+in registers (D_MAX each) and are updated once per KV token in its acceptance cycle:
+``s_V += v`` and ``negc[j] += v_j * (dim - 2 popcount(k))``, because
+``sum_{i<dim} A[i][j] = sum_n v_nj (2 popcount(k_n) - dim)``.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, C, Cat, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+__all__ = [
+    "OP_CONFIG", "OP_KV", "OP_Q", "OP_STATUS_CLEAR", "MODE_DOT", "MODE_HAMMING",
+    "ERR_NONE", "ERR_COUNT", "ERR_HEAD", "ERR_DIM", "ERR_NO_WINDOW", "ERR_BITS", "COUNTER_W",
+    "kv_width", "out_width", "cmd_layout", "out_layout", "status_signature", "AttentionEngine",
+    "popcount", "find_first_set",
+]
+
+OP_CONFIG, OP_KV, OP_Q, OP_STATUS_CLEAR = 0, 1, 2, 3
+MODE_DOT, MODE_HAMMING = 0, 1
+ERR_NONE, ERR_COUNT, ERR_HEAD, ERR_DIM, ERR_NO_WINDOW, ERR_BITS = 0, 1, 2, 3, 4, 5
+COUNTER_W = 32
+
+# window states
+_W_NONE, _W_OPEN, _W_FULL, _W_BROKEN = 0, 1, 2, 3
+
+
+def kv_width(max_tokens: int) -> int:
+    """Bits of an unsigned KV / s_V counter: ``0 <= KV[i][j] <= s_V[j] <= N <= N_MAX``."""
+    return max(1, max_tokens.bit_length())
+
+
+def out_width(dim_max: int, max_tokens: int) -> int:
+    """Bits of a signed read-out value: ``|o| <= D_MAX * N_MAX`` (``docs/attention_engine.md`` s. 4).
+
+    Dot: ``0 <= o_j = sum_{i in q} KV[i][j] <= D * N``. Hamming: ``o_j = sum_i (2 q_i - 1) A[i][j]``
+    with ``|A[i][j]| = |2 KV - s_V| <= N`` (as ``0 <= KV <= s_V <= N``), so ``|o_j| <= D * N``; the
+    bound is reached (``q = k = v = 1``). One sign bit above ``bit_length(D_MAX * N_MAX)``.
+    """
+    return (dim_max * max_tokens).bit_length() + 1
+
+
+def cmd_layout(dim_max: int) -> data.StructLayout:
+    """Command payload: ``op`` 0 CONFIG / 1 KV / 2 Q / 3 STATUS_CLEAR; see the module docs."""
+    return data.StructLayout({
+        "op": 2, "mode": 1, "head": 8, "dim": 7, "tokens": 16,
+        "a": dim_max, "b": dim_max,
+    })
+
+
+def out_layout(dim_max: int, lanes: int, max_tokens: int) -> data.StructLayout:
+    """Output beat: ``P`` signed read-out lanes, the column group and the token's last-beat flag."""
+    return data.StructLayout({
+        "data": data.ArrayLayout(signed(out_width(dim_max, max_tokens)), lanes),
+        "group": range(dim_max // lanes),
+        "last": 1,
+    })
+
+
+def status_signature() -> wiring.Signature:
+    """Status and performance counters (all outputs of the engine)."""
+    return wiring.Signature({
+        "error": Out(1),
+        "error_code": Out(4),
+        "busy": Out(1),
+        "busy_cycles": Out(COUNTER_W),
+        "starved_cycles": Out(COUNTER_W),
+        "blocked_cycles": Out(COUNTER_W),
+        "spikes": Out(COUNTER_W),
+        "acc_ops": Out(COUNTER_W),
+    })
+
+
+def popcount(bits: Value) -> Value:
+    """Number of set bits, as a balanced adder tree (width grows by one bit per level)."""
+    bits = Value.cast(bits)
+    terms: list[Value] = [bits[i] for i in range(len(bits))]
+    if not terms:
+        return C(0, 1)
+    while len(terms) > 1:
+        nxt = [terms[i] + terms[i + 1] for i in range(0, len(terms) - 1, 2)]
+        if len(terms) % 2:
+            nxt.append(terms[-1])
+        terms = nxt
+    return terms[0]
+
+
+def find_first_set(bits: Value) -> tuple[Value, Value]:
+    """``(any, index)`` of the lowest set bit, as a log-depth tree (index meaningless if not any)."""
+    bits = Value.cast(bits)
+    n = max(2, 1 << (len(bits) - 1).bit_length())
+    padded = Cat(bits, C(0, n - len(bits))) if n > len(bits) else bits
+
+    def tree(v: Value) -> tuple[Value, Value]:
+        if len(v) == 2:
+            return v[0] | v[1], ~v[0]
+        half = len(v) // 2
+        lo_any, lo_idx = tree(v[:half])
+        hi_any, hi_idx = tree(v[half:])
+        return lo_any | hi_any, Cat(Mux(lo_any, lo_idx, hi_idx), ~lo_any)
+
+    return tree(padded)
+
+
+class AttentionEngine(wiring.Component):
+    """KV count build and Q read-out for spike-driven attention, one head at a time.
+
+    Parameters
+    ----------
+    dim_max : int
+        D_MAX, the largest head dimension (1..64; ``dim`` is a 7-bit field).
+    lanes : int
+        P, parallel column lanes; must divide ``dim_max``. Default ``dim_max``.
+    max_tokens : int
+        N_MAX, the largest number of KV tokens in a window (1..65535; ``tokens`` is 16 bits).
+    heads : int
+        Heads whose KV counts the KV memory holds (``heads * D_MAX * D_MAX / P`` rows of ``P``
+        counters); 1..256.
+
+    Widths (proofs in :func:`kv_width`, :func:`out_width`): KV counters ``KV_W =
+    bit_length(N_MAX)`` unsigned; read-out lanes, accumulators and ``negc`` ``OUT_W =
+    bit_length(D_MAX * N_MAX) + 1`` signed. Every partial sum of the read-out is itself a sum
+    ``sum_i +-A[i][j]`` over at most D distinct rows (Hamming: ``negc`` plus ``2 A`` for the rows
+    done so far), or a partial dot sum, so it also obeys ``|.| <= D * N`` and never wraps.
+    """
+
+    def __init__(self, *, dim_max: int = 64, lanes: int | None = None, max_tokens: int = 4096, heads: int = 1):
+        lanes = dim_max if lanes is None else lanes
+        if not 1 <= dim_max <= 64:
+            raise ValueError(f"dim_max must be in 1..64, got {dim_max}")
+        if lanes < 1 or dim_max % lanes:
+            raise ValueError(f"lanes must divide dim_max = {dim_max}, got {lanes}")
+        if not 1 <= max_tokens <= 0xFFFF:
+            raise ValueError(f"max_tokens must be in 1..65535, got {max_tokens}")
+        if not 1 <= heads <= 256:
+            raise ValueError(f"heads must be in 1..256, got {heads}")
+        self.dim_max = dim_max
+        self.lanes = lanes
+        self.max_tokens = max_tokens
+        self.heads = heads
+        self.groups = dim_max // lanes
+        self.kv_w = kv_width(max_tokens)
+        self.out_w = out_width(dim_max, max_tokens)
+        super().__init__({
+            "cmd": In(stream.Signature(cmd_layout(dim_max))),
+            "out": Out(stream.Signature(out_layout(dim_max, lanes, max_tokens))),
+            "status": Out(status_signature()),
+            "counters_clear": In(1),
+        })
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        D, P, GM, NH = self.dim_max, self.lanes, self.groups, self.heads
+        KV_W, OUT_W = self.kv_w, self.out_w
+
+        m.submodules.kv_mem = kv_mem = Memory(
+            shape=data.ArrayLayout(unsigned(KV_W), P), depth=NH * D * GM, init=[])
+        wr = kv_mem.write_port()
+        rd = kv_mem.read_port(transparent_for=(wr,))
+
+        cmd = self.cmd.payload
+
+        def group_slice(vec: Value, g: Value) -> Value:
+            return Value.cast(vec)[:P] if GM == 1 else Value.cast(vec).word_select(g, P)
+
+        # ---- window registers -------------------------------------------------------------
+        w_state = Signal(2, init=_W_NONE)
+        w_head = Signal(range(NH))
+        w_mode = Signal(1)
+        w_dim = Signal(range(D + 1))
+        w_glast = Signal(range(GM))            # G - 1
+        w_lowmask = Signal(D)                  # bits [0, dim)
+        w_tokens = Signal(range(self.max_tokens + 1))
+        w_kv = Signal(range(self.max_tokens + 1))
+        error = Signal(1)
+        error_code = Signal(4)
+
+        s_v = Signal(data.ArrayLayout(unsigned(KV_W), D))
+        negc = Signal(data.ArrayLayout(signed(OUT_W), D))
+        row_valid = Signal(D)
+
+        # ---- issue stage A ----------------------------------------------------------------
+        a_pend = Signal(1)                     # steps of an accepted token left to issue
+        a_read = Signal(1)                     # 0: KV build, 1: Q read-out
+        a_mask = Signal(D)
+        a_q = Signal(D)
+        a_v = Signal(D)
+        a_g = Signal(range(GM))
+        a_first = Signal(1)
+        a_nz = Signal(1)
+
+        # ---- accumulate stage B -----------------------------------------------------------
+        b_valid = Signal(1)
+        b_read = Signal(1)
+        b_addr = Signal.like(rd.addr)
+        b_i = Signal(range(D))
+        b_g = Signal(range(GM))
+        b_vs = Signal(P)
+        b_setvalid = Signal(1)
+        b_first = Signal(1)
+        b_last = Signal(1)
+        b_tlast = Signal(1)
+        b_nz = Signal(1)
+        b_mode = Signal(1)
+        acc = Signal(data.ArrayLayout(signed(OUT_W), P))
+
+        emit = Signal(1)
+        stall = Signal(1)
+        m.d.comb += [
+            emit.eq(b_valid & b_read & b_last),
+            stall.eq(emit & self.out.valid & ~self.out.ready),
+        ]
+
+        # ---- command decode ---------------------------------------------------------------
+        take = Signal(1)
+        m.d.comb += [
+            self.cmd.ready.eq(~a_pend & ~stall),
+            take.eq(self.cmd.valid & self.cmd.ready),
+        ]
+        accept_kv = Signal(1)
+        accept_q = Signal(1)
+        raise_err = Signal(1)
+        err_code_new = Signal(4)
+        cfg_ok = Signal(1)
+        pc_a = Signal(range(D + 1))
+        m.d.comb += pc_a.eq(popcount(cmd.a))
+        high_a = (cmd.a & ~w_lowmask).any()
+        high_b = (cmd.b & ~w_lowmask).any()
+
+        with m.If(take):
+            with m.Switch(cmd.op):
+                with m.Case(OP_CONFIG):
+                    with m.If(cmd.head >= NH):
+                        m.d.comb += [raise_err.eq(1), err_code_new.eq(ERR_HEAD)]
+                    with m.Elif((cmd.dim == 0) | (cmd.dim > D) | (cmd.tokens == 0) | (cmd.tokens > self.max_tokens)):
+                        m.d.comb += [raise_err.eq(1), err_code_new.eq(ERR_DIM)]
+                    with m.Else():
+                        m.d.comb += cfg_ok.eq(1)
+                with m.Case(OP_KV):
+                    with m.Switch(w_state):
+                        with m.Case(_W_NONE):
+                            m.d.comb += [raise_err.eq(1), err_code_new.eq(ERR_NO_WINDOW)]
+                        with m.Case(_W_FULL):
+                            m.d.comb += [raise_err.eq(1), err_code_new.eq(ERR_COUNT)]
+                        with m.Case(_W_OPEN):
+                            with m.If(high_a | high_b):
+                                m.d.comb += [raise_err.eq(1), err_code_new.eq(ERR_BITS)]
+                            with m.Else():
+                                m.d.comb += accept_kv.eq(1)
+                with m.Case(OP_Q):
+                    with m.Switch(w_state):
+                        with m.Case(_W_NONE):
+                            m.d.comb += [raise_err.eq(1), err_code_new.eq(ERR_NO_WINDOW)]
+                        with m.Case(_W_OPEN):
+                            m.d.comb += raise_err.eq(1)
+                            m.d.comb += err_code_new.eq(Mux(w_kv == 0, ERR_NO_WINDOW, ERR_COUNT))
+                        with m.Case(_W_FULL):
+                            with m.If(high_a):
+                                m.d.comb += [raise_err.eq(1), err_code_new.eq(ERR_BITS)]
+                            with m.Else():
+                                m.d.comb += accept_q.eq(1)
+
+        # window state updates
+        with m.If(raise_err):
+            m.d.sync += [error.eq(1), error_code.eq(err_code_new), w_state.eq(_W_BROKEN)]
+        with m.If(cfg_ok):
+            m.d.sync += [
+                error.eq(0), error_code.eq(ERR_NONE), w_state.eq(_W_OPEN),
+                w_head.eq(cmd.head), w_mode.eq(cmd.mode), w_dim.eq(cmd.dim),
+                w_tokens.eq(cmd.tokens), w_kv.eq(0),
+                s_v.eq(0), negc.eq(0),
+            ]
+            with m.Switch(cmd.dim):
+                for d in range(1, D + 1):
+                    with m.Case(d):
+                        m.d.sync += [w_glast.eq((d - 1) // P), w_lowmask.eq((1 << d) - 1)]
+        with m.If(take & (cmd.op == OP_STATUS_CLEAR)):
+            m.d.sync += [error.eq(0), error_code.eq(ERR_NONE), w_state.eq(_W_NONE)]
+        with m.If(accept_kv):
+            m.d.sync += w_kv.eq(w_kv + 1)
+            with m.If(w_kv + 1 == w_tokens):
+                m.d.sync += w_state.eq(_W_FULL)
+            coef = Signal(signed(8))
+            m.d.comb += coef.eq(w_dim - 2 * pc_a)
+            for j in range(D):
+                m.d.sync += [
+                    s_v[j].eq(s_v[j] + cmd.b[j]),
+                    negc[j].eq(negc[j] + Mux(cmd.b[j], coef, 0)),
+                ]
+
+        # ---- step generation --------------------------------------------------------------
+        cur_mask = Signal(D)
+        cur_q = Signal(D)
+        cur_v = Signal(D)
+        cur_g = Signal(range(GM))
+        cur_first = Signal(1)
+        cur_read = Signal(1)
+        cur_nz = Signal(1)
+        issue = Signal(1)
+        with m.If(a_pend):
+            m.d.comb += [
+                cur_mask.eq(a_mask), cur_q.eq(a_q), cur_v.eq(a_v), cur_g.eq(a_g),
+                cur_first.eq(a_first), cur_read.eq(a_read), cur_nz.eq(a_nz),
+                issue.eq(~stall),
+            ]
+        with m.Else():
+            m.d.comb += [
+                cur_mask.eq(cmd.a), cur_q.eq(cmd.a), cur_v.eq(cmd.b), cur_g.eq(0),
+                cur_first.eq(1), cur_read.eq(accept_q), cur_nz.eq(cmd.a.any()),
+                issue.eq(accept_q | (accept_kv & cmd.a.any())),
+            ]
+
+        ffs_any, ffs_idx = find_first_set(cur_mask)
+        idx = Signal(range(D))
+        m.d.comb += idx.eq(Mux(ffs_any, ffs_idx, 0))
+        rest = Signal(D)
+        m.d.comb += rest.eq(cur_mask & (cur_mask - 1))
+        g_last = Signal(1)
+        m.d.comb += g_last.eq(cur_g == w_glast)
+        i_last = Signal(1)
+        m.d.comb += i_last.eq(~cur_nz | (rest == 0))
+        addr = Signal.like(rd.addr)
+        m.d.comb += addr.eq((w_head * D + idx) * GM + cur_g)
+
+        m.d.comb += [rd.addr.eq(addr), rd.en.eq(~stall)]
+
+        with m.If(~stall):
+            m.d.sync += [
+                b_valid.eq(issue), b_read.eq(cur_read), b_addr.eq(addr), b_i.eq(idx), b_g.eq(cur_g),
+                b_vs.eq(group_slice(cur_v, cur_g)), b_setvalid.eq(g_last), b_first.eq(cur_first),
+                b_last.eq(i_last), b_tlast.eq(i_last & g_last), b_nz.eq(cur_nz), b_mode.eq(w_mode),
+            ]
+        with m.If(issue):
+            m.d.sync += [a_q.eq(cur_q), a_v.eq(cur_v), a_read.eq(cur_read), a_nz.eq(cur_nz)]
+            with m.If(cur_read):
+                with m.If(i_last):
+                    m.d.sync += [a_mask.eq(cur_q), a_first.eq(1), a_g.eq(cur_g + 1), a_pend.eq(~g_last)]
+                with m.Else():
+                    m.d.sync += [a_mask.eq(rest), a_first.eq(0), a_g.eq(cur_g), a_pend.eq(1)]
+            with m.Else():
+                with m.If(g_last):
+                    m.d.sync += [a_mask.eq(rest), a_g.eq(0), a_pend.eq(rest.any())]
+                with m.Else():
+                    m.d.sync += [a_mask.eq(cur_mask), a_g.eq(cur_g + 1), a_pend.eq(1)]
+
+        # ---- stage B: build write-back and read-out accumulate ------------------------------
+        row_ok = Signal(1)
+        m.d.comb += row_ok.eq(row_valid.bit_select(b_i, 1))
+        old = [Mux(row_ok, rd.data[lane], 0) for lane in range(P)]
+
+        new_row = Signal(data.ArrayLayout(unsigned(KV_W), P))
+        for lane in range(P):
+            m.d.comb += new_row[lane].eq(old[lane] + b_vs[lane])
+        m.d.comb += [wr.addr.eq(b_addr), wr.data.eq(new_row), wr.en.eq(b_valid & ~b_read)]
+        with m.If(b_valid & ~b_read & b_setvalid):
+            m.d.sync += row_valid.bit_select(b_i, 1).eq(1)
+        with m.If(cfg_ok):  # after the set above: a new window wins over the old window's last write
+            m.d.sync += row_valid.eq(0)
+
+        nxt = Signal(data.ArrayLayout(signed(OUT_W), P))
+        for lane in range(P):
+            s_v_lane = Array(s_v[g * P + lane] for g in range(GM))[b_g]
+            negc_lane = Array(negc[g * P + lane] for g in range(GM))[b_g]
+            ham = old[lane] * 4 - s_v_lane * 2
+            addend = Mux(b_mode, ham, old[lane])
+            base = Mux(b_first, Mux(b_mode, negc_lane, 0), acc[lane])
+            m.d.comb += nxt[lane].eq(base + Mux(b_nz, addend, 0))
+
+        with m.If(self.out.ready):
+            m.d.sync += self.out.valid.eq(0)
+        with m.If(b_valid & b_read & ~stall):
+            with m.If(b_last):
+                m.d.sync += [
+                    self.out.valid.eq(1),
+                    self.out.payload.data.eq(nxt),
+                    self.out.payload.group.eq(b_g),
+                    self.out.payload.last.eq(b_tlast),
+                ]
+            with m.Else():
+                m.d.sync += acc.eq(nxt)
+
+        # ---- status and counters ----------------------------------------------------------
+        st = self.status
+        m.d.comb += [
+            st.error.eq(error),
+            st.error_code.eq(error_code),
+            st.busy.eq(a_pend | b_valid | self.out.valid),
+        ]
+        busy_now = Signal(1)
+        starved_now = Signal(1)
+        m.d.comb += [
+            busy_now.eq(~stall & (a_pend | take)),
+            starved_now.eq(~stall & ~a_pend & ~self.cmd.valid),
+        ]
+        counters = [st.busy_cycles, st.starved_cycles, st.blocked_cycles, st.spikes, st.acc_ops]
+        with m.If(self.counters_clear):
+            m.d.sync += [c.eq(0) for c in counters]
+        with m.Else():
+            m.d.sync += [
+                st.busy_cycles.eq(st.busy_cycles + busy_now),
+                st.starved_cycles.eq(st.starved_cycles + starved_now),
+                st.blocked_cycles.eq(st.blocked_cycles + stall),
+                st.acc_ops.eq(st.acc_ops + Mux(issue & cur_nz, P, 0)),
+            ]
+            with m.If(accept_kv | accept_q):
+                m.d.sync += st.spikes.eq(st.spikes + pc_a)
+        return m

@@ -1,0 +1,484 @@
+"""Quick Amaranth-pysim tests of the RTL engines against ``golden_model.intops`` and ``golden_model.perf``.
+
+Small configurations only (the Verilator/cocotb tests run the large ones). Every stream has random
+idle cycles on the producer side and random backpressure on the consumer side; every output beat is
+compared with the golden model exactly, and the busy-cycle counter with the closed-form cycle model.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from amaranth.back import verilog
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.sim import Simulator
+
+from golden_model import intops, perf
+from rtl.attention import (
+    ERR_BITS,
+    ERR_COUNT,
+    ERR_DIM,
+    ERR_HEAD,
+    ERR_NO_WINDOW,
+    OP_CONFIG,
+    OP_KV,
+    OP_Q,
+    OP_STATUS_CLEAR,
+    AttentionEngine,
+)
+from rtl.requant_lif import RequantLIF
+from sim.pysim_streams import Gaps, stream_get, stream_put
+
+MODES = ("dot", "hamming")
+
+# --------------------------------------------------------------------------------------------
+# Attention engine: a reference of the command protocol (windows, errors, costs)
+# --------------------------------------------------------------------------------------------
+
+
+def bits_to_int(row) -> int:
+    return sum(1 << i for i, b in enumerate(row) if b)
+
+
+def int_to_bits(x: int, n: int) -> list[int]:
+    return [(x >> i) & 1 for i in range(n)]
+
+
+class EngineRef:
+    """What the engine must do for a command sequence: outputs, status, busy cycles (docs/attention_engine.md)."""
+
+    def __init__(self, dim_max: int, lanes: int, max_tokens: int, heads: int):
+        self.D, self.P, self.N, self.H = dim_max, lanes, max_tokens, heads
+        self.state = "none"
+        self.error, self.code = 0, 0
+        self.busy = self.spikes = self.acc_ops = 0
+        self.beats: list[tuple[list[int], int, int]] = []
+
+    def _err(self, code: int) -> None:
+        self.error, self.code, self.state = 1, code, "broken"
+
+    def config(self, head: int, dim: int, tokens: int, mode: str) -> dict:
+        self.busy += 1
+        if head >= self.H:
+            self._err(ERR_HEAD)
+        elif not (1 <= dim <= self.D and 1 <= tokens <= self.N):
+            self._err(ERR_DIM)
+        else:
+            self.state, self.error, self.code = "open", 0, 0
+            self.dim, self.tokens, self.mode, self.ks, self.vs = dim, tokens, mode, [], []
+            self.g = -(-dim // self.P)
+        return {"op": OP_CONFIG, "head": head, "dim": dim, "tokens": tokens, "mode": MODES.index(mode)}
+
+    def kv(self, k: int, v: int) -> dict:
+        cmd = {"op": OP_KV, "a": k, "b": v}
+        if self.state == "none":
+            self._err(ERR_NO_WINDOW)
+        elif self.state == "full":
+            self._err(ERR_COUNT)
+        elif self.state == "open":
+            if (k | v) >> self.dim:
+                self._err(ERR_BITS)
+            else:
+                self.ks.append(k)
+                self.vs.append(v)
+                pc = bin(k).count("1")
+                self.busy += max(1, self.g * pc) - 1
+                self.spikes += pc
+                self.acc_ops += self.P * self.g * pc
+                if len(self.ks) == self.tokens:
+                    self.state = "full"
+        self.busy += 1
+        return cmd
+
+    def q(self, q: int) -> dict:
+        cmd = {"op": OP_Q, "a": q}
+        if self.state == "none":
+            self._err(ERR_NO_WINDOW)
+        elif self.state == "open":
+            self._err(ERR_NO_WINDOW if not self.ks else ERR_COUNT)
+        elif self.state == "full":
+            if q >> self.dim:
+                self._err(ERR_BITS)
+            else:
+                pc = bin(q).count("1")
+                self.busy += self.g * max(1, pc) - 1
+                self.spikes += pc
+                self.acc_ops += self.P * self.g * pc
+                d = self.dim
+                kt = torch.tensor([int_to_bits(x, d) for x in self.ks], dtype=torch.int8)
+                vt = torch.tensor([int_to_bits(x, d) for x in self.vs], dtype=torch.int8)
+                qt = torch.tensor([int_to_bits(q, d)], dtype=torch.int8)
+                o = intops.attention_readout(qt, *intops.attention_kv(kt, vt), self.mode)[0].tolist()
+                o += [0] * (self.g * self.P - d)
+                for g in range(self.g):
+                    self.beats.append((o[g * self.P:(g + 1) * self.P], g, int(g == self.g - 1)))
+        self.busy += 1
+        return cmd
+
+    def status_clear(self) -> dict:
+        self.busy += 1
+        self.state, self.error, self.code = "none", 0, 0
+        return {"op": OP_STATUS_CLEAR}
+
+
+def random_spikes(rng: random.Random, n: int, dim: int, density: float) -> list[int]:
+    return [bits_to_int([rng.random() < density for _ in range(dim)]) for _ in range(n)]
+
+
+def add_window(ref: EngineRef, cmds: list, rng: random.Random, *, dim: int, tokens: int, n_q: int, mode: str,
+               density: float, head: int = 0, ones: bool = False) -> None:
+    """CONFIG + ``tokens`` KV tokens + ``n_q`` Q tokens; each command is paired with the expected status."""
+    cmds.append((ref.config(head, dim, tokens, mode), (ref.error, ref.code)))
+    full = (1 << dim) - 1
+    ks = [full] * tokens if ones else random_spikes(rng, tokens, dim, density)
+    vs = [full] * tokens if ones else random_spikes(rng, tokens, dim, density)
+    for k, v in zip(ks, vs, strict=True):
+        cmds.append((ref.kv(k, v), (ref.error, ref.code)))
+    for q in ([full] * n_q if ones else random_spikes(rng, n_q, dim, density)):
+        cmds.append((ref.q(q), (ref.error, ref.code)))
+
+
+def run_engine(eng: AttentionEngine, ref: EngineRef, cmds: list, *, seed: int, gap: float, backpressure: float,
+               check_status: bool = True) -> dict:
+    """Drive ``cmds`` into ``eng`` with random gaps/backpressure; check every beat, status and counters."""
+    top = Module()
+    top.submodules.eng = eng
+    cycles = Signal(32)  # cycles since the counters were cleared, sampled together with them
+    top.d.sync += cycles.eq(Mux(eng.counters_clear, 0, cycles + 1))
+    sim = Simulator(top)
+    sim.add_clock(1e-8)
+    result: dict = {"done": False}
+    expected = list(ref.beats)
+
+    async def producer(ctx):
+        ctx.set(eng.counters_clear, 1)
+        await ctx.tick()
+        ctx.set(eng.counters_clear, 0)
+        gaps = Gaps(gap, 4, seed)
+        for n, (cmd, (err, code)) in enumerate(cmds):
+            await stream_put(ctx, eng.cmd, cmd, gaps)
+            if check_status:
+                got = (ctx.get(eng.status.error), ctx.get(eng.status.error_code))
+                assert got == (err, code), f"command {n} {cmd}: status {got}, expected {(err, code)}"
+
+    async def consumer(ctx):
+        gaps = Gaps(backpressure, 5, seed + 1)
+        for n, (lanes, group, last) in enumerate(expected):
+            beat = await stream_get(ctx, eng.out, gaps)
+            got = ([int(x) for x in beat.data], int(beat.group), int(beat.last))
+            assert got == (lanes, group, last), f"beat {n}: got {got}, expected {(lanes, group, last)}"
+        # drain: no extra beat, engine idle
+        for _ in range(4):
+            await ctx.tick()
+        while ctx.get(eng.status.busy) or ctx.get(eng.cmd.valid):
+            await ctx.tick()
+        assert not ctx.get(eng.out.valid), "unexpected extra output beat"
+        result["done"] = True
+        result["elapsed"] = ctx.get(cycles)
+        for name in ("busy_cycles", "starved_cycles", "blocked_cycles", "spikes", "acc_ops"):
+            result[name] = ctx.get(getattr(eng.status, name))
+
+    sim.add_testbench(producer)
+    sim.add_testbench(consumer)
+    sim.run()
+    assert result["done"]
+    assert result["busy_cycles"] == ref.busy, (result["busy_cycles"], ref.busy)
+    assert result["spikes"] == ref.spikes
+    assert result["acc_ops"] == ref.acc_ops
+    assert result["busy_cycles"] + result["starved_cycles"] + result["blocked_cycles"] == result["elapsed"]
+    if backpressure == 0:
+        assert result["blocked_cycles"] == 0
+    return result
+
+
+ENGINE_CONFIGS = [
+    # (dim_max, lanes, max_tokens, heads)
+    (8, 8, 64, 1),
+    (16, 4, 64, 2),
+    (16, 16, 64, 1),
+]
+
+
+@pytest.mark.parametrize("dim_max,lanes,max_tokens,heads", ENGINE_CONFIGS)
+def test_attention_exact(dim_max, lanes, max_tokens, heads):
+    seed = dim_max * 1000 + lanes
+    rng = random.Random(seed)
+    ref = EngineRef(dim_max, lanes, max_tokens, heads)
+    cmds: list = []
+    windows = []
+    for mode in MODES:
+        for density in (0.0, 0.1, 0.5, 1.0):
+            dim = dim_max if density in (0.0, 0.5) else rng.randint(1, dim_max - 1)
+            windows.append(dict(dim=dim, tokens=rng.randint(1, 5), n_q=rng.randint(1, 3), mode=mode,
+                                density=density, head=rng.randrange(heads)))
+    for mode in MODES:  # read-out heavy: the output stream (backpressure) is the bottleneck
+        windows.append(dict(dim=dim_max - 1, tokens=3, n_q=12, mode=mode, density=0.1, head=heads - 1))
+    for w in windows:
+        add_window(ref, cmds, rng, **w)
+    # one dense window at the widest counters (KV = N_MAX, |o| = D_MAX * N_MAX) in each mode
+    if lanes == dim_max:
+        for mode in MODES:
+            add_window(ref, cmds, rng, dim=dim_max, tokens=max_tokens, n_q=1, mode=mode, density=1.0, ones=True)
+    assert ref.beats
+    run_engine(AttentionEngine(dim_max=dim_max, lanes=lanes, max_tokens=max_tokens, heads=heads), ref, cmds,
+               seed=seed, gap=0.3, backpressure=0.4)
+
+
+def test_attention_cycles_match_model_without_gaps():
+    """Back to back commands, always-ready sink: busy = model, no stall, elapsed = busy + latency."""
+    d, p = 16, 4
+    rng = random.Random(7)
+    ref = EngineRef(d, p, 64, 1)
+    cmds: list = []
+    k = random_spikes(rng, 9, 11, 0.3)
+    v = random_spikes(rng, 9, 11, 0.5)
+    q = random_spikes(rng, 4, 11, 0.3) + [0]
+    cmds.append((ref.config(0, 11, 9, "hamming"), (0, 0)))
+    cmds += [(ref.kv(a, b), (0, 0)) for a, b in zip(k, v, strict=True)]
+    cmds += [(ref.q(x), (0, 0)) for x in q]
+    res = run_engine(AttentionEngine(dim_max=d, lanes=p, max_tokens=64), ref, cmds, seed=3, gap=0.0, backpressure=0.0)
+    bits = lambda xs: torch.tensor([int_to_bits(x, 11) for x in xs], dtype=torch.int8)  # noqa: E731
+    model = perf.attention_cycles(bits(k), bits(v), bits(q), dim=11, lanes=p, mode="hamming")
+    assert res["busy_cycles"] == model["busy"] == ref.busy
+    assert res["acc_ops"] == model["acc_ops"] and res["spikes"] == model["spikes"]
+    assert res["blocked_cycles"] == 0
+
+
+def test_attention_errors_and_recovery():
+    d, p, n, h = 16, 4, 64, 2
+    rng = random.Random(11)
+    ref = EngineRef(d, p, n, h)
+    cmds: list = []
+
+    def add(cmd):
+        cmds.append((cmd, (ref.error, ref.code)))
+
+    add(ref.q(0b1))                                   # Q with no window: 4
+    add(ref.kv(0b1, 0b1))                             # dropped, code stays 4
+    add(ref.config(1, 10, 3, "hamming"))              # clean window, error cleared
+    add(ref.q(0b11))                                  # Q before any KV: 4
+    add_window(ref, cmds, rng, dim=10, tokens=3, n_q=2, mode="dot", density=0.5)   # exact again
+    add(ref.config(0, 10, 3, "dot"))
+    add(ref.kv(0b101, 0b11))
+    add(ref.kv(0b1, 0b1))
+    add(ref.q(0b1))                                   # ended early: 1
+    add(ref.q(0b1))                                   # dropped
+    add(ref.status_clear())
+    add(ref.kv(0b1, 0b1))                             # no window after STATUS_CLEAR: 4
+    add(ref.status_clear())
+    for head, dim, tokens, code in ((0, 0, 3, ERR_DIM), (0, 17, 3, ERR_DIM), (0, 4, 0, ERR_DIM),
+                                    (0, 4, 65, ERR_DIM), (2, 4, 3, ERR_HEAD), (200, 0, 0, ERR_HEAD)):
+        add(ref.config(head, dim, tokens, "dot"))
+        assert ref.code == code
+        add(ref.kv(0b1, 0b1))                         # dropped in the broken window
+    add(ref.config(0, 10, 2, "hamming"))
+    add(ref.kv(1 << 12, 0b1))                         # k bit above dim: 5
+    assert ref.code == ERR_BITS
+    add(ref.q(0b1))                                   # dropped
+    add(ref.config(0, 10, 2, "hamming"))
+    add(ref.kv(0b1, 1 << 10))                         # v bit above dim: 5
+    add(ref.config(1, 10, 2, "dot"))
+    add(ref.kv(0b11, 0b110))
+    add(ref.kv(0b10, 0b111))
+    add(ref.kv(0b10, 0b111))                          # one KV token too many: 1
+    assert ref.code == ERR_COUNT
+    add(ref.config(1, 10, 2, "dot"))
+    add(ref.kv(0b11, 0b110))
+    add(ref.kv(0b10, 0b111))
+    add(ref.q(0b11))                                  # exact
+    add(ref.q(1 << 10))                               # q bit above dim: 5
+    add(ref.q(0b11))                                  # dropped
+    add_window(ref, cmds, rng, dim=16, tokens=4, n_q=2, mode="hamming", density=0.5, head=1)  # recovery
+    assert ref.error == 0
+    run_engine(AttentionEngine(dim_max=d, lanes=p, max_tokens=n, heads=h), ref, cmds, seed=5, gap=0.3,
+               backpressure=0.5)
+
+
+def test_perf_model_formula():
+    k = torch.tensor([[1, 1, 0, 0, 1], [0, 0, 0, 0, 0]], dtype=torch.int8)
+    q = torch.tensor([[0, 0, 0, 0, 0], [1, 0, 1, 0, 0]], dtype=torch.int8)
+    m = perf.attention_cycles(k, k, q, dim=5, lanes=2, mode="dot")  # G = 3
+    assert m["build"] == 3 * 3 + 1 and m["readout"] == 3 * 1 + 3 * 2 and m["busy"] == 1 + 10 + 9
+    assert m["spikes"] == 5 and m["acc_ops"] == 2 * 3 * 5 and m["out_beats"] == 6
+
+
+@pytest.mark.parametrize("dim_max,lanes", [(8, 8), (16, 4)])
+def test_attention_converts_to_verilog(dim_max, lanes):
+    text = verilog.convert(AttentionEngine(dim_max=dim_max, lanes=lanes, max_tokens=64, heads=2),
+                           name="attention_engine")
+    for port in ("cmd__payload", "out__payload", "status__busy_cycles", "counters_clear"):
+        assert port in text
+
+
+# --------------------------------------------------------------------------------------------
+# Requant + LIF
+# --------------------------------------------------------------------------------------------
+
+
+def _lif_ref(accs, ms, ss, bs, leak, shift, theta):
+    """accs: (T, neurons, C) int -> spikes (T, neurons, C) via intops.requant + lif_step."""
+    acc = torch.tensor(accs, dtype=torch.int32)
+    y = intops.requant(acc, torch.tensor(ms, dtype=torch.int32), torch.tensor(ss, dtype=torch.int32),
+                       torch.tensor(bs, dtype=torch.int32), out_bits=16)
+    v = torch.zeros_like(y[0])
+    out = []
+    for t in range(y.shape[0]):
+        s, v = intops.lif_step(v, y[t], leak, shift, theta)
+        out.append(s)
+    return torch.stack(out).tolist()
+
+
+INT32_LO, INT32_HI = -(1 << 31), (1 << 31) - 1
+
+
+def _layer_extremes(rng, c, neurons, steps):
+    """Saturation and extreme parameters: M = -32768/32767, S = 1/47, B = int32 limits, acc limits."""
+    ext = lambda lo, hi: rng.choice([lo, hi, rng.randint(lo, hi)])  # noqa: E731
+    leak, shift, theta = rng.choice([(1, 1, 256), (1 << 15, 15, 1), (rng.randint(1, 255), 8, 20000), (37, 6, 32767)])
+    ms = [ext(-32768, 32767) for _ in range(c)]
+    ss = [rng.choice([1, 47, rng.randint(1, 47), rng.randint(8, 20)]) for _ in range(c)]
+    bs = [rng.choice([INT32_LO, INT32_HI, rng.randint(-40000, 40000), 0]) for _ in range(c)]
+    accs = [[[rng.choice([INT32_LO, INT32_HI, rng.randint(-5000, 5000), rng.randint(INT32_LO, INT32_HI)])
+              for _ in range(c)] for _ in range(neurons)] for _ in range(steps)]
+    return leak, shift, theta, ms, ss, bs, accs
+
+
+def _layer_rounding(rng, c, neurons, steps):
+    """L = 2**K makes v' = y, so a spike says y >= theta; accs sit on the rounding boundary of
+    ``acc * M / 2**S`` and B puts that boundary at theta: every spike tests the rounding and shift."""
+    theta = rng.randint(1, 30000)
+    shift = rng.randint(1, 15)
+    ms, ss, bs, bases = [], [], [], []
+    for _ in range(c):
+        m = rng.choice([-32768, 32767, rng.randint(-32768, 32767) or 1])
+        s = rng.choice([47, rng.randint(1, 47), rng.randint(1, 20)])
+        xmax = max(0, min(1 << 30, ((1 << 31) * abs(m) >> s) - 1))
+        x = rng.randint(-xmax, xmax)
+        ms.append(m)
+        ss.append(s)
+        bs.append(theta - x - 1)
+        bases.append(round((x + 0.5) * 2 ** s / m))
+    accs = [[[max(INT32_LO, min(INT32_HI, bases[ch] + rng.randint(-1, 1))) for ch in range(c)]
+             for _ in range(neurons)] for _ in range(steps)]
+    return 1 << shift, shift, theta, ms, ss, bs, accs
+
+
+def _layer_integrating(rng, c, neurons, steps):
+    """Moderate inputs and a slow leak: spikes depend on the membrane carried across time steps."""
+    shift = rng.randint(4, 8)
+    leak = rng.randint(1, 1 << (shift - 2))
+    ms = [rng.randint(100, 3000) for _ in range(c)]
+    ss = [rng.randint(6, 10) for _ in range(c)]
+    bs = [rng.randint(-200, 200) for _ in range(c)]
+    accs = [[[rng.randint(-500, 3000) for _ in range(c)] for _ in range(neurons)] for _ in range(steps)]
+    return leak, shift, rng.randint(200, 1500), ms, ss, bs, accs
+
+
+def run_requant_lif(lanes, groups, neurons, layers, *, seed, gap, backpressure):
+    """Program each layer's parameters, send ``steps`` time steps of every neuron, check every spike beat."""
+    c = lanes * groups
+    dut = RequantLIF(lanes=lanes, groups=groups, neurons=neurons)
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    expected: list = []
+    for li, (leak, shift, theta, ms, ss, bs, accs) in enumerate(layers):
+        ref = _lif_ref(accs, ms, ss, bs, leak, shift, theta)
+        for t in range(len(accs)):
+            for n in range(neurons):
+                for g in range(groups):
+                    expected.append((li, ref[t][n][g * lanes:(g + 1) * lanes], g, n))
+    received = [0]
+
+    async def producer(ctx):
+        gaps = Gaps(gap, 3, seed)
+        for li, (leak, shift, theta, ms, ss, bs, accs) in enumerate(layers):
+            while received[0] < sum(1 for e in expected if e[0] < li) or ctx.get(dut.busy):
+                await ctx.tick()  # parameters change only while idle
+            ctx.set(dut.param.we, 1)
+            ctx.set(dut.param.lif, 1)
+            ctx.set(dut.param.data, {"lif": {"leak": leak, "shift": shift, "theta": theta}})
+            await ctx.tick()
+            ctx.set(dut.param.lif, 0)
+            for ch in range(c):
+                ctx.set(dut.param.group, ch // lanes)
+                ctx.set(dut.param.lane, ch % lanes)
+                ctx.set(dut.param.data, {"chan": {"m": ms[ch], "s": ss[ch], "b": bs[ch]}})
+                await ctx.tick()
+            ctx.set(dut.param.we, 0)
+            if li % 2:  # alternate the two ways to start from v = 0: clear sweep, or the first-step flag
+                ctx.set(dut.reset_state, 1)
+                await ctx.tick()
+                ctx.set(dut.reset_state, 0)
+            for t in range(len(accs)):
+                for n in range(neurons):
+                    for g in range(groups):
+                        beat = {"data": accs[t][n][g * lanes:(g + 1) * lanes], "group": g, "index": n,
+                                "first": int(t == 0 and li % 2 == 0)}
+                        await stream_put(ctx, dut.inp, beat, gaps)
+
+    async def consumer(ctx):
+        gaps = Gaps(backpressure, 4, seed + 1)
+        for li, lanes_ref, g, n in expected:
+            beat = await stream_get(ctx, dut.out, gaps)
+            got = ([int(beat.spikes) >> i & 1 for i in range(lanes)], int(beat.group), int(beat.index))
+            assert got == (lanes_ref, g, n), f"layer {li} beat {received[0]}: got {got}, expected {(lanes_ref, g, n)}"
+            received[0] += 1
+
+    sim.add_testbench(producer)
+    sim.add_testbench(consumer)
+    sim.run()
+    assert received[0] == len(expected)
+    return expected
+
+
+@pytest.mark.parametrize("lanes,groups,neurons,seed,gap,backpressure",
+                         [(4, 2, 3, 1, 0.3, 0.4), (3, 1, 1, 2, 0.0, 0.0), (2, 2, 1, 3, 0.2, 0.5)])
+def test_requant_lif_exact(lanes, groups, neurons, seed, gap, backpressure):
+    rng = random.Random(seed)
+    c = lanes * groups
+    layers = [make(rng, c, neurons, 6) for make in (_layer_extremes, _layer_rounding, _layer_integrating,
+                                                    _layer_extremes, _layer_rounding, _layer_integrating)]
+    expected = run_requant_lif(lanes, groups, neurons, layers, seed=seed, gap=gap, backpressure=backpressure)
+    fired = [x for e in expected for x in e[1]]
+    assert 0 < sum(fired) < len(fired)
+
+
+def test_requant_lif_throughput_and_latency():
+    """Back to back beats into an always-ready sink: one beat per cycle, latency as perf says."""
+    lanes, beats = 2, 12
+    dut = RequantLIF(lanes=lanes, groups=1, neurons=beats)
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    t_in: list[int] = []
+    t_out: list[int] = []
+
+    async def tb(ctx):
+        ctx.set(dut.out.ready, 1)
+        t = 0
+        while len(t_out) < beats:
+            n = len(t_in)
+            ctx.set(dut.inp.valid, n < beats)
+            if n < beats:
+                ctx.set(dut.inp.payload, {"data": [n, -n], "group": 0, "index": n, "first": 1})
+            _, _, in_valid, in_ready, out_valid = await ctx.tick().sample(dut.inp.valid, dut.inp.ready,
+                                                                          dut.out.valid)
+            t += 1
+            if in_valid and in_ready:
+                t_in.append(t)
+            if out_valid:
+                t_out.append(t)
+            assert t < 100
+
+    sim.add_testbench(tb)
+    sim.run()
+    model = perf.requant_lif_cycles(beats)
+    assert t_in == list(range(t_in[0], t_in[0] + beats))
+    assert t_out[-1] - t_in[0] + 1 == model["total"]
+    assert [o - i for i, o in zip(t_in, t_out, strict=True)] == [model["latency"]] * beats
+
+
+def test_requant_lif_converts_to_verilog():
+    text = verilog.convert(RequantLIF(lanes=4, groups=2, neurons=8), name="requant_lif")
+    assert "inp__payload" in text and "param__data" in text
