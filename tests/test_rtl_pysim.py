@@ -159,9 +159,12 @@ def run_engine(eng: AttentionEngine, ref: EngineRef, cmds: list, *, seed: int, g
         gaps = Gaps(gap, 4, seed)
         for n, (cmd, (err, code)) in enumerate(cmds):
             await stream_put(ctx, eng.cmd, cmd, gaps)
+            if n == 0:
+                result["first_cmd"] = ctx.get(cycles)
             if check_status:
                 got = (ctx.get(eng.status.error), ctx.get(eng.status.error_code))
                 assert got == (err, code), f"command {n} {cmd}: status {got}, expected {(err, code)}"
+        result["sent"] = True
 
     async def consumer(ctx):
         gaps = Gaps(backpressure, 5, seed + 1)
@@ -169,10 +172,11 @@ def run_engine(eng: AttentionEngine, ref: EngineRef, cmds: list, *, seed: int, g
             beat = await stream_get(ctx, eng.out, gaps)
             got = ([int(x) for x in beat.data], int(beat.group), int(beat.last))
             assert got == (lanes, group, last), f"beat {n}: got {got}, expected {(lanes, group, last)}"
+            result["last_beat"] = ctx.get(cycles)
         # drain: no extra beat, engine idle
         for _ in range(4):
             await ctx.tick()
-        while ctx.get(eng.status.busy) or ctx.get(eng.cmd.valid):
+        while not result.get("sent") or ctx.get(eng.status.busy):
             await ctx.tick()
         assert not ctx.get(eng.out.valid), "unexpected extra output beat"
         result["done"] = True
@@ -243,7 +247,8 @@ def test_attention_cycles_match_model_without_gaps():
     model = perf.attention_cycles(bits(k), bits(v), bits(q), dim=11, lanes=p, mode="hamming")
     assert res["busy_cycles"] == model["busy"] == ref.busy
     assert res["acc_ops"] == model["acc_ops"] and res["spikes"] == model["spikes"]
-    assert res["blocked_cycles"] == 0
+    assert res["blocked_cycles"] == 0 and res["starved_cycles"] == res["elapsed"] - res["last_beat"] + 2
+    assert res["last_beat"] - res["first_cmd"] + 1 == model["busy"] + 2  # latency of the last beat
 
 
 def test_attention_errors_and_recovery():
