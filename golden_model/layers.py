@@ -34,11 +34,6 @@ class BatchNormPerStep(nn.BatchNorm1d):
             )
         t, b, c = x.shape[:3]
         rest = x.shape[3:]
-        if not self.training:
-            # inference: the folded affine, one pass that keeps x's memory layout
-            scale, shift = self.scale_shift()
-            shape = (t, 1, c) + (1,) * len(rest)
-            return torch.addcmul(shift.view(shape), x, scale.view(shape))
         y = x.transpose(0, 1).reshape(b, t * c, -1)
         y = super().forward(y)
         return y.reshape(b, t, c, *rest).transpose(0, 1)
@@ -59,12 +54,10 @@ def bn_scale_shift(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, t
 def steps_apply(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Apply a per-frame module to ``(T, B, ...)`` by folding T into the batch.
 
-    Image tensors go in channels-last memory order (the CPU convolutions are several times
-    faster that way and give identical results); shapes and values are unchanged.
+    Tensors stay in contiguous (NCHW) order: the float models keep upstream's operation order
+    so that their results are bitwise equal to the upstream code (docs/fidelity.md); a
+    channels-last layout would be faster on the CPU but sums in another order.
     """
     t, b = x.shape[:2]
-    y = x.flatten(0, 1)
-    if y.dim() == 4:
-        y = y.contiguous(memory_format=torch.channels_last)
-    y = module(y)
+    y = module(x.flatten(0, 1))
     return y.reshape(t, b, *y.shape[1:])

@@ -91,7 +91,7 @@ class LIF(nn.Module):
     @torch.no_grad()
     def _forward_inference(self, x: torch.Tensor, a: torch.Tensor | float) -> torch.Tensor:
         """Same arithmetic as the training path (``v + (x - v) * a``), in place, no graph."""
-        out = torch.empty_like(x)
+        out = torch.empty_like(x, memory_format=torch.contiguous_format)  # contiguous, as the training path
         v = torch.zeros_like(x[0])
         d = torch.empty_like(v)
         for t in range(x.shape[0]):

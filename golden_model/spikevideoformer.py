@@ -146,9 +146,8 @@ class BNAndPadLayer(nn.Module):
 
     def pad_value(self) -> Tensor:
         """Per-channel border value ``(C,)``: the running-statistics BN output for input 0."""
-        bn = self.bn
-        inv_std = torch.rsqrt(bn.running_var + bn.eps)
-        return bn.bias.detach() - bn.running_mean * bn.weight.detach() * inv_std
+        bn = self.bn  # upstream's expression and operation order (bitwise equal borders)
+        return bn.bias.detach() - bn.running_mean * bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.bn(x)
