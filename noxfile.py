@@ -13,9 +13,15 @@ nox.options.sessions = ["tests"]
 nox.options.default_venv_backend = "none"
 
 
+# SpikingJelly is the float-neuron oracle of tests/test_neurons.py. Its own dependencies would pull
+# another torch with CUDA wheels, so it is installed without them (it needs only torch + loguru).
+ORACLES = ["spikingjelly==2.0.0"]
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The fast suite: golden model, quantizer, CLI."""
+    """The test suite: golden model, quantizer, CLI, RTL (pysim and cocotb on Verilator)."""
+    session.run(sys.executable, "-m", "pip", "install", "-q", "--no-deps", *ORACLES)
     session.run(sys.executable, "-m", "pytest", "-q", *session.posargs,
                 env={"PYTHONWARNINGS": "error::DeprecationWarning"})
 
