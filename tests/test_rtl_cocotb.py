@@ -13,6 +13,15 @@ import pytest
 
 from sim.verilator import CocotbFailure, build, run_cocotb
 
+# Engine configurations: a small one (two lane groups, four heads) and a realistic one (the
+# interface page's default width; windows of up to 4096 tokens hold SpikeVideoFormer-tiny's
+# 64-token clip windows and SVFormer-tiny's frames).
+ENGINE_CONFIGS = {
+    "small": {"dim_max": 16, "lanes": 8, "max_tokens": 256, "heads": 4},
+    "realistic": {"dim_max": 64, "lanes": 64, "max_tokens": 4096, "heads": 2},
+}
+TRACE_MODELS = ["svformer-tiny", "spikevideoformer-tiny"]  # those with a shipped checkpoint
+
 # --------------------------------------------------------------------------------------------
 # Infrastructure self-test (a small Amaranth stream component, sim/tb_selftest.py)
 # --------------------------------------------------------------------------------------------
@@ -45,3 +54,35 @@ def test_selftest_failure_reaches_pytest(selftest_build, monkeypatch):
         run_cocotb("sim.tb_selftest", selftest_build, testcase="test_must_fail",
                    extra_env={"SPIKEVID_SELFTEST_FAIL": "1"})
     assert "SPIKEVID_SELFTEST_FAIL" not in os.environ
+
+
+# --------------------------------------------------------------------------------------------
+# Attention engine (rtl/attention.py, sim/tb_attention.py)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session", params=list(ENGINE_CONFIGS))
+def engine_build(request):
+    from rtl.attention import AttentionEngine
+
+    params = ENGINE_CONFIGS[request.param]
+    return build("attention_engine", lambda: AttentionEngine(**params), params)
+
+
+@pytest.fixture(scope="session")
+def trace_windows_file(tmp_path_factory):
+    """Real q/k/v windows of the shipped tiny models, traced in this session (sim/traces.py)."""
+    from sim.traces import save_trace_windows, shipped
+
+    assert shipped("svformer-tiny")
+    return save_trace_windows(TRACE_MODELS, tmp_path_factory.mktemp("traces") / "attention_windows.pt")
+
+
+def test_attention_engine(engine_build, trace_windows_file):
+    """All cocotb tests of sim/tb_attention.py in one simulator run per configuration.
+
+    Densities 0..100 % in both modes, dim < D_MAX, every head, all-ones windows at N_MAX, real
+    trace windows, every error code with recovery, long output stalls, the cycle model. A failure
+    names the failing cocotb tests; run one alone with ``run_cocotb(..., testcase=...)``.
+    """
+    run_cocotb("sim.tb_attention", engine_build, extra_env={"SPIKEVID_TB_TRACES": str(trace_windows_file)})
