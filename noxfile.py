@@ -1,6 +1,7 @@
 """Developer sessions. They run in the current environment (set up with ``pip install -e .``).
 
 * ``nox``               -> ``tests``: the fast test suite (the README's test command)
+* ``nox -s rtl``        -> the RTL tests only (Amaranth pysim and cocotb on Verilator)
 * ``nox -s bench``      -> golden-model speed on full-size clips, writes ``runs/bench/*.json``
 * ``nox -s lint``       -> ruff
 """
@@ -24,6 +25,13 @@ def tests(session: nox.Session) -> None:
     session.run(sys.executable, "-m", "pip", "install", "-q", "--no-deps", *ORACLES)
     session.run(sys.executable, "-m", "pytest", "-q", *session.posargs,
                 env={"PYTHONWARNINGS": "error::DeprecationWarning"})
+
+
+@nox.session
+def rtl(session: nox.Session) -> None:
+    """RTL tests: Amaranth pysim, and cocotb testbenches on Verilator (builds cached in sim_build/)."""
+    session.run(sys.executable, "-m", "pytest", "-q", "tests/test_rtl_cocotb.py", "tests/test_rtl_pysim.py",
+                *session.posargs, env={"PYTHONWARNINGS": "error::DeprecationWarning"})
 
 
 @nox.session

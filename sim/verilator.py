@@ -2,7 +2,8 @@
 
 * :func:`build` converts an Amaranth component to Verilog and compiles it with cocotb's Verilator
   runner, once per configuration: the build directory is ``sim_build/<name>-<hash>/`` (git-ignored),
-  ``<hash>`` covering the Verilog text, the build arguments and the tool versions. A build whose
+  ``<hash>`` covering the Verilog text, the build arguments and the tool versions
+  (``SPIKEVID_SIM_BUILD`` moves the cache root). A build whose
   stamp matches is reused (within a pytest session and across sessions); a file lock keeps
   concurrent sessions from compiling into the same directory at once.
 * :func:`run_cocotb` runs a cocotb test module against a build and raises
@@ -34,7 +35,7 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SIM_BUILD = REPO_ROOT / "sim_build"
+SIM_BUILD = Path(os.environ.get("SPIKEVID_SIM_BUILD", REPO_ROOT / "sim_build"))  # build cache root
 PARAMS_ENV = "SPIKEVID_TB_PARAMS"
 
 #: Verilator arguments for Amaranth output: Amaranth's width-mismatch style trips lint warnings,
