@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from sim.verilator import CocotbFailure, build, run_cocotb
+from sim.verilator import SIM_BUILD, CocotbFailure, build, run_cocotb
 
 # Engine configurations: a small one (two lane groups, four heads) and a realistic one (the
 # interface page's default width; windows of up to 4096 tokens hold SpikeVideoFormer-tiny's
@@ -45,7 +45,8 @@ def test_selftest_build_cached(selftest_build):
     again = build("pair_adder", lambda: PairAdder(lanes=3, depth=4), {"lanes": 3, "depth": 4})
     assert again is selftest_build  # one build per configuration per session
     assert (selftest_build.build_dir / selftest_build.toplevel).is_file()
-    assert selftest_build.build_dir.parent.name == "sim_build"
+    assert selftest_build.build_dir.parent == SIM_BUILD
+    assert selftest_build.build_dir.name.startswith("pair_adder-")
 
 
 def test_selftest_failure_reaches_pytest(selftest_build, monkeypatch):
