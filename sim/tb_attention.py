@@ -411,6 +411,18 @@ async def test_dims(dut):
         env.window(mode, env.rng.randrange(env.H), k, v, q)
         env.window(("dot", "hamming")[1 - i % 2], env.rng.randrange(env.H), k, v, q)
         await env.check(f"dim {dim}")
+    # one-hot k on rows 0/1, dim <= P (one lane group): token after token updates the same row
+    # slice back to back (read-after-write through the KV memory's transparent read port)
+    dim = min(env.P, env.D)
+    n = min(env.N, 24)
+    for mode in ("dot", "hamming"):
+        env.pauses(*random_pause_levels(env.rng))
+        k = torch.zeros(n, dim, dtype=torch.int8)
+        for r in range(n):
+            k[r, env.rng.randrange(min(2, dim))] = 1
+        v, q = spikes(env.trng, n, dim, 0.5), spikes(env.trng, 3, dim, 0.5)
+        env.window(mode, 0, k, v, q)
+        await env.check(f"same row back to back, {mode}")
 
 
 @cocotb.test(timeout_time=TEST_TIMEOUT_MS, timeout_unit="ms")

@@ -47,17 +47,20 @@ def _tokens(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(3).transpose(2, 3).contiguous() if x.dim() == 5 else x
 
 
-def trace_windows(model: str, clip_index: int = 0, calib: int = 8) -> list[dict]:
-    """Attention windows of ``model`` (a shipped name) on synthetic test clip ``clip_index``.
+def trace_windows(model, clip_index: int = 0, calib: int = 8) -> list[dict]:
+    """Attention windows of ``model`` on synthetic test clip ``clip_index``.
 
-    Returns dicts ``{"model", "layer", "mode", "t" (None for a clip window), "b", "head",
-    "q", "k", "v" (int8 (N, D)), "counts" (int32 (N, D), from the traced read-out)}``.
+    ``model``: a shipped model name / checkpoint path (quantised on ``calib`` clips), or a
+    ``golden_model.pipeline.Golden``. Returns dicts ``{"model", "layer", "mode", "t" (None for a
+    clip window), "b", "head", "q", "k", "v" (int8 (N, D)), "counts" (int32 (N, D), the traced
+    read-out)}``.
     """
     from golden_model.intlayers import Tracer
     from golden_model.pipeline import load_golden
     from golden_model.train import test_split
 
-    g = load_golden(model, calib=calib)
+    g = load_golden(model, calib=calib) if isinstance(model, str | Path) else model
+    model = g.name
     found: dict = {}
     _attentions(g.int_model, found, set())
     if not found:

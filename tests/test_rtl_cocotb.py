@@ -8,6 +8,7 @@ pytest test runs one or more cocotb tests of a testbench module against it.
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 
@@ -21,6 +22,12 @@ ENGINE_CONFIGS = {
     "realistic": {"dim_max": 64, "lanes": 64, "max_tokens": 4096, "heads": 2},
 }
 TRACE_MODELS = ["svformer-tiny", "spikevideoformer-tiny"]  # those with a shipped checkpoint
+
+# Verilator's driver is a perl script and its models are compiled with make and a C++ compiler.
+_missing = [tool for tool in ("perl", "make") if shutil.which(tool) is None]
+if shutil.which("c++") is None and shutil.which("g++") is None:
+    _missing.append("c++")
+pytestmark = pytest.mark.skipif(bool(_missing), reason=f"Verilator builds need {', '.join(_missing)}")
 
 # --------------------------------------------------------------------------------------------
 # Infrastructure self-test (a small Amaranth stream component, sim/tb_selftest.py)
