@@ -214,12 +214,29 @@ def build(
             except (RuntimeError, SystemExit) as e:
                 tail = log.read_text()[-6000:] if log.is_file() else ""
                 raise RuntimeError(f"Verilator build of {cache_key} failed: {e}\n{tail}") from None
+            for pch in build_dir.glob("*.gch"):  # precompiled headers (~150 MB) only serve the compile
+                pch.unlink()
             stamp.write_text(digest)
             (build_dir / "params.json").write_text(json.dumps(params, sort_keys=True, indent=1))
+            _prune(root, name, params, keep=build_dir)
     result = Build(name=name, toplevel=toplevel, build_dir=build_dir, verilog=vfile, params=params,
                    seconds=0.0 if reused else time.monotonic() - t0, reused=reused)
     _session_builds[cache_key] = result
     return result
+
+
+def _prune(root: Path, name: str, params: Mapping[str, object], keep: Path, max_age_s: float = 3600.0) -> None:
+    """Remove builds of the same name and params (older Verilog) not used for ``max_age_s``."""
+    want = json.dumps(dict(params), sort_keys=True, indent=1)
+    now = time.time()
+    for d in root.glob(f"{name}-*"):
+        pj, stamp = d / "params.json", d / "build.stamp"
+        if d == keep or not d.is_dir() or not pj.is_file() or pj.read_text() != want:
+            continue
+        runs = [p.stat().st_mtime for p in (d / "runs").glob("*")] if (d / "runs").is_dir() else []
+        last_use = max([stamp.stat().st_mtime if stamp.is_file() else 0.0, *runs])
+        if now - last_use > max_age_s:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------
