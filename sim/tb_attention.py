@@ -495,7 +495,7 @@ async def test_errors(dut):
     env = await Env(dut, 16).start()  # no counter clear: check reset values first
     st = env.status()  # after reset: no error, idle, nothing counted but the starved cycles since reset
     starved = st.pop("starved_cycles")
-    assert st == dict.fromkeys(st, 0) and starved > 0, (st, starved)
+    assert st == dict.fromkeys(st, 0) and starved <= 2, (st, starved)
     await env.clear_counters()
     n = min(env.N, 6)
 
