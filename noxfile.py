@@ -2,7 +2,7 @@
 
 * ``nox``               -> ``tests``: the fast test suite (the README's test command)
 * ``nox -s rtl``        -> the RTL tests only (Amaranth pysim and cocotb on Verilator)
-* ``nox -s bench``      -> golden-model speed on full-size clips, writes ``runs/bench/*.json``
+* ``nox -s bench``      -> golden-model speed, attention-engine cycles; writes ``runs/bench/*.json``
 * ``nox -s lint``       -> ruff
 """
 
@@ -36,8 +36,9 @@ def rtl(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Float vs integer golden-model inference time per clip (see BENCHMARKS.md)."""
+    """Golden-model inference time per clip; attention-engine cycles and utilisation (see BENCHMARKS.md)."""
     session.run(sys.executable, "-m", "benchmarks.golden_speed", *session.posargs)
+    session.run(sys.executable, "-m", "benchmarks.attention_engine")
 
 
 @nox.session
