@@ -94,3 +94,27 @@ def test_attention_engine(engine_build, trace_windows_file):
     names the failing cocotb tests; run one alone with ``run_cocotb(..., testcase=...)``.
     """
     run_cocotb("sim.tb_attention", engine_build, extra_env={"SPIKEVID_TB_TRACES": str(trace_windows_file)})
+
+
+# --------------------------------------------------------------------------------------------
+# Requant + LIF unit (rtl/requant_lif.py, sim/tb_requant_lif.py)
+# --------------------------------------------------------------------------------------------
+
+REQUANT_LIF_CONFIGS = {
+    "small": {"lanes": 4, "groups": 2, "neurons": 6},
+    "wide": {"lanes": 16, "groups": 4, "neurons": 20},
+}
+
+
+@pytest.fixture(scope="session", params=list(REQUANT_LIF_CONFIGS))
+def requant_lif_build(request):
+    from rtl.requant_lif import RequantLIF
+
+    params = REQUANT_LIF_CONFIGS[request.param]
+    return build("requant_lif", lambda: RequantLIF(**params), params)
+
+
+def test_requant_lif(requant_lif_build):
+    """sim/tb_requant_lif.py: random (extreme) parameters over several time steps, random idle /
+    backpressure, exact against intops.requant + lif_step; throughput, latency and the clear sweep."""
+    run_cocotb("sim.tb_requant_lif", requant_lif_build)
