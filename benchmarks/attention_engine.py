@@ -59,6 +59,21 @@ def iface_bound(kp: list[int], qp: list[int], g: int) -> int:
     return 1 + max(len(kp), g * sum(kp)) + max(g * len(qp), g * sum(qp))
 
 
+def lookahead_busy(kp: list[int], qp: list[int], g: int, *, absorb: bool) -> int:
+    """Busy cycles of two rejected RTL variants (docs/attention_engine.md, section 5): the next command
+    accepted in the cycle of the previous token's last step (a k-empty KV token after a non-empty one
+    costs 0), and with ``absorb`` also k-empty KV tokens taken while a KV token still has steps."""
+    build, credit = 0, 0
+    for c in kp:
+        if c:
+            build, credit = build + g * c, g * c
+        elif credit > 0:
+            credit = credit - 1 if absorb else 0
+        else:
+            build += 1
+    return 1 + build + sum(g * max(1, c) for c in qp)
+
+
 def window_row(k: torch.Tensor, q: torch.Tensor, dim: int, lanes: int) -> dict:
     """Model cycles, spikes, utilisation and the two bounds of one window."""
     kp, qp = _pop(k), _pop(q)
@@ -68,7 +83,9 @@ def window_row(k: torch.Tensor, q: torch.Tensor, dim: int, lanes: int) -> dict:
     comp = perf.attention_cycles_from_popcounts(kc, qp, dim, lanes)["busy"]
     return {"busy": c["busy"], "spikes": c["spikes"], "acc_ops": c["acc_ops"], "useful": dim * c["spikes"],
             "tokens": len(kp) + len(qp), "lanes": lanes, "groups": g,
-            "iface_bound": iface_bound(kp, qp, g), "dot_compacted": comp}
+            "iface_bound": iface_bound(kp, qp, g), "dot_compacted": comp,
+            "lookahead_last_step": lookahead_busy(kp, qp, g, absorb=False),
+            "lookahead_absorb": lookahead_busy(kp, qp, g, absorb=True)}
 
 
 def _util(useful: int, lanes: int, cycles: int) -> float:
@@ -96,7 +113,8 @@ def trace_rows() -> list[dict]:
         wins = trace_windows(model)
         per = [window_row(w["k"], w["q"], w["k"].shape[1], w["k"].shape[1]) for w in wins]
         tot = {key: sum(r[key] for r in per) for key in ("busy", "spikes", "acc_ops", "useful", "tokens",
-                                                        "iface_bound", "dot_compacted")}
+                                                        "iface_bound", "dot_compacted",
+                                                        "lookahead_last_step", "lookahead_absorb")}
         lanes = per[0]["lanes"]
         k_empty = sum(int((w["k"] != 0).sum(1).eq(0).sum()) for w in wins)
         q_empty = sum(int((w["q"] != 0).sum(1).eq(0).sum()) for w in wins)
@@ -110,6 +128,8 @@ def trace_rows() -> list[dict]:
             "utilisation": _util(tot["useful"], lanes, tot["busy"]),
             "utilisation_iface_bound": _util(tot["useful"], lanes, tot["iface_bound"]),
             "utilisation_dot_compacted": _util(tot["useful"], lanes, tot["dot_compacted"]),
+            "utilisation_lookahead_last_step": _util(tot["useful"], lanes, tot["lookahead_last_step"]),
+            "utilisation_lookahead_absorb": _util(tot["useful"], lanes, tot["lookahead_absorb"]),
             "cycles_per_token": tot["busy"] / tot["tokens"], "source": "perf",
         })
     return rows
@@ -175,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
               f" {t['acc_ops']:8d} {t['utilisation']:6.3f} {t['cycles_per_token']:7.3f}"
               f" {empty:>17s}"
               f" {t['utilisation_iface_bound']:11.3f} {t['utilisation_dot_compacted']:13.3f}")
+    for t in traces:
+        print(f"  {t['model']}: rejected look-ahead variants (model only): last-step look-ahead "
+              f"{t['utilisation_lookahead_last_step']:.3f}, + absorbing empty KV "
+              f"{t['utilisation_lookahead_absorb']:.3f}")
     missing = [m for m in TRACE_MODELS if m not in {t["model"] for t in traces}]
     if missing:
         print(f"(no shipped checkpoint: {', '.join(missing)})")

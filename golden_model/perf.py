@@ -16,7 +16,8 @@ A dropped or erroneous command and STATUS_CLEAR cost 1 busy cycle each. Busy cyc
 on ``v``, on the mode, on input gaps or on output backpressure (those add starved / blocked cycles,
 never busy ones). Latency: the last output beat of a Q token leaves the output register 2 cycles
 after the token's last step is issued, so a window run back to back with an always-ready sink
-takes ``busy + 2`` cycles from the first command's transfer to the last beat's transfer.
+takes ``busy + 2`` cycles from the first command's transfer to the last beat's transfer, both
+end cycles counted (``last - first + 1``).
 
 Requant + LIF unit (``rtl.requant_lif.RequantLIF``): one beat per cycle, a fixed pipeline latency,
 and a membrane clear sweep of ``neurons * groups`` cycles per ``reset_state`` pulse.
