@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from . import intops
+from .layers import check_clip
 
 LAYOUTS = ("chw", "tokens", "flat")
 
@@ -248,21 +249,12 @@ class IntModelBase:
         ``clip``: float ``(B, C, T, H, W)``, normalised. This is the only float step; the
         integer model proper starts from its int8 result.
         """
-        if not isinstance(clip, torch.Tensor) or not clip.is_floating_point():
-            raise TypeError(f"clip must be a floating-point tensor, got {getattr(clip, 'dtype', type(clip))}")
-        self.check_clip_shape(clip)
+        check_clip(clip, self.in_chans, self.frames, self.img_size)
         q = torch.floor(clip.double() / self.in_scale + 0.5).clamp(-128, 127)
         return q.to(torch.int8)
 
-    def check_clip_shape(self, clip: torch.Tensor) -> None:
-        want = (self.in_chans, self.frames, self.img_size, self.img_size)
-        if clip.dim() != 5 or tuple(clip.shape[1:]) != want:
-            raise ValueError(f"clip must have shape (B, {', '.join(map(str, want))}), got {tuple(clip.shape)}")
-
     def check_int_clip(self, clip: torch.Tensor) -> None:
-        if not isinstance(clip, torch.Tensor) or clip.dtype != torch.int8:
-            raise TypeError(f"integer clip must be an int8 tensor, got {getattr(clip, 'dtype', type(clip))}")
-        self.check_clip_shape(clip)
+        check_clip(clip, self.in_chans, self.frames, self.img_size, integer=True)
 
     def logits_float(self, logits: torch.Tensor) -> torch.Tensor:
         """The real value of int32 logits (for reports only)."""

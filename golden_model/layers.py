@@ -61,3 +61,20 @@ def steps_apply(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     t, b = x.shape[:2]
     y = module(x.flatten(0, 1))
     return y.reshape(t, b, *y.shape[1:])
+
+
+def check_clip(clip, in_chans: int, frames: int, img_size: int, integer: bool = False) -> None:
+    """Raise unless ``clip`` is a ``(B, in_chans, frames, img_size, img_size)`` clip.
+
+    Float clips (``integer=False``) must be floating point; integer-model clips must be int8.
+    Raises ``TypeError`` for the dtype and ``ValueError`` for the shape, naming what was expected.
+    """
+    if integer:
+        if not isinstance(clip, torch.Tensor) or clip.dtype != torch.int8:
+            raise TypeError(f"integer clip must be an int8 tensor, got {getattr(clip, 'dtype', type(clip))}")
+    elif not isinstance(clip, torch.Tensor) or not clip.is_floating_point():
+        raise TypeError(f"clip must be a floating-point tensor, got {getattr(clip, 'dtype', type(clip))}")
+    want = (in_chans, frames, img_size, img_size)
+    if clip.dim() != 5 or tuple(clip.shape[1:]) != want:
+        raise ValueError(f"clip must have shape (B, {', '.join(map(str, want))}) = (B, C, T, H, W), "
+                         f"got {tuple(clip.shape)}")

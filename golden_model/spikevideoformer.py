@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import bn_scale_shift, steps_apply
+from .layers import bn_scale_shift, check_clip, steps_apply
 from .neurons import LIF
 from .svformer import DropPath
 
@@ -452,13 +452,7 @@ class SpikeVideoFormer(nn.Module):
     def check_clip(self, x: Tensor) -> None:
         """Raise unless ``x`` is a float ``(B, in_chans, frames, img, img)`` clip."""
         c = self.cfg
-        want = (c.in_chans, c.frames, c.img_size, c.img_size)
-        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-            raise TypeError(f"clip must be a floating-point tensor, got {getattr(x, 'dtype', type(x))}")
-        if x.dim() != 5 or tuple(x.shape[1:]) != want:
-            raise ValueError(
-                f"clip must have shape (B, {', '.join(map(str, want))}) = (B, C, T, H, W), "
-                f"got {tuple(x.shape)}")
+        check_clip(x, c.in_chans, c.frames, c.img_size)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """``(T, B, in_chans, H, W)`` -> stage-4 residual stream ``(T, B, C4, H/16, W/16)``."""

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .layers import BatchNormPerStep, steps_apply
+from .layers import BatchNormPerStep, check_clip, steps_apply
 from .neurons import PLIF
 
 
@@ -256,11 +256,7 @@ class SVFormer(nn.Module):
     def check_clip(self, x: torch.Tensor) -> None:
         """Raise unless ``x`` is a float ``(B, in_chans, frames, img, img)`` clip."""
         c = self.cfg
-        want = (c.in_chans, c.frames, c.img_size, c.img_size)
-        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-            raise TypeError(f"clip must be a floating-point tensor, got {getattr(x, 'dtype', type(x))}")
-        if x.dim() != 5 or tuple(x.shape[1:]) != want:
-            raise ValueError(f"clip must have shape (B, {', '.join(map(str, want))}), got {tuple(x.shape)}")
+        check_clip(x, c.in_chans, c.frames, c.img_size)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(T, B, 3, H, W)`` -> fused features ``(T, B, 2*C4, H/32, W/32)``."""
