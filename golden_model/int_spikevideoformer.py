@@ -124,9 +124,7 @@ class IntSpikeVideoFormer(IntModelBase):
         for _, blk in self.stages:
             x = blk(x, tr)
         pooled = x.sum(dim=(3, 4), dtype=torch.int32)          # (T, B, C4); |sum| < 2**15 * H*W
-        tr.record("pool", "acc", pooled)
-        m = self.pool_rq(pooled.unsqueeze(2), "tokens").squeeze(2)
-        tr.record("pool", "out", m)
+        m = self.pool_rq.traced("pool", pooled.unsqueeze(2), "tokens", tr).squeeze(2)
         logits_t = self.head(self.lif(m, tr).unsqueeze(2), tr).squeeze(2)   # (T, B, classes)
         return logits_t.sum(dim=0, dtype=torch.int64).clamp(-(1 << 31), (1 << 31) - 1).to(torch.int32)
 

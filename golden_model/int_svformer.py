@@ -152,10 +152,7 @@ class IntSVFormer(IntModelBase):
         for blk in self.blocks4:
             x = blk(x, tr)
         s = self.lif_bf_head(torch.cat((x_lp, x), dim=2), tr)
-        acc = self.head_volume(s)
-        tr.record("dwconv_bf_head", "acc", acc)
-        a = self.head_rq(acc, "flat")
-        tr.record("dwconv_bf_head", "out", a)
+        a = self.head_rq.traced("dwconv_bf_head", self.head_volume(s), "flat", tr)
         return self.head(a, tr)
 
     __call__ = forward

@@ -103,6 +103,13 @@ class Requant:
             return p.view(1, c)
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
 
+    def traced(self, name: str, acc: torch.Tensor, layout: str, tracer: Tracer, kind: str = "acc") -> torch.Tensor:
+        """Requant ``acc`` and record ``<name>:<kind>`` (the accumulator) and ``<name>:out``."""
+        tracer.record(name, kind, acc)
+        y = self(acc, layout)
+        tracer.record(name, "out", y)
+        return y
+
     def __call__(self, acc: torch.Tensor, layout: str) -> torch.Tensor:
         y = intops.requant(acc, self._view(self.m, layout, acc), self._view(self.s, layout, acc),
                            self._view(self.b, layout, acc), self.out_bits)
@@ -145,11 +152,7 @@ class IntConv:
             intops.check_spikes(f"{self.name} input", x)
         t, b = x.shape[:2]
         acc = intops.conv2d_int8(x.flatten(0, 1), self.weight, self.stride, self.padding, self.groups)
-        acc = acc.reshape(t, b, *acc.shape[1:])
-        tracer.record(self.name, "acc", acc)
-        y = self.rq(acc, "chw")
-        tracer.record(self.name, "out", y)
-        return y
+        return self.rq.traced(self.name, acc.reshape(t, b, *acc.shape[1:]), "chw", tracer)
 
 
 @dataclass
@@ -178,11 +181,7 @@ class IntLinear:
     def __call__(self, x: torch.Tensor, tracer: Tracer = NULL_TRACER) -> torch.Tensor:
         if self.spike_input:
             intops.check_spikes(f"{self.name} input", x)
-        acc = intops.linear_int8(x, self.weight)
-        tracer.record(self.name, "acc", acc)
-        y = self.rq(acc, self.layout)
-        tracer.record(self.name, "out", y)
-        return y
+        return self.rq.traced(self.name, intops.linear_int8(x, self.weight), self.layout, tracer)
 
 
 @dataclass
@@ -222,11 +221,7 @@ class IntAttention:
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                  tracer: Tracer = NULL_TRACER) -> torch.Tensor:
-        o = self.counts(q, k, v)
-        tracer.record(self.name, "counts", o)
-        y = self.rq(o, "tokens")
-        tracer.record(self.name, "out", y)
-        return y
+        return self.rq.traced(self.name, self.counts(q, k, v), "tokens", tracer, kind="counts")
 
 
 @dataclass
