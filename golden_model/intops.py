@@ -135,14 +135,17 @@ def conv2d_int8(
                 win = xi[:, :, dy: dy + sh * (ho - 1) + 1: sh, dx: dx + sw * (wo - 1) + 1: sw]
                 acc.addcmul_(win, wt[:, 0, dy, dx].view(1, cout, 1, 1))
         return acc
-    # im2col: (B, C, Ho, Wo, kh, kw) -> rows of (C_g * kh * kw), one group at a time
-    cols = xp.unfold(2, kh, sh).unfold(3, kw, sw)
+    # im2col in channels-last order: rows (B*Ho*Wo) of (kh, kw, C_g), so the gather copies runs of
+    # C_g contiguous bytes; the weight is reordered to match. One group at a time.
+    xl = xp.permute(0, 2, 3, 1)                                   # (B, Hp, Wp, C) view
     outs = []
     cout_g = cout // groups
     for g in range(groups):
-        cg = cols[:, g * cin_g:(g + 1) * cin_g].permute(0, 2, 3, 1, 4, 5).reshape(b * ho * wo, fan_in)
-        wg = weight[g * cout_g:(g + 1) * cout_g].reshape(cout_g, fan_in)
-        outs.append(torch._int_mm(cg.contiguous(), wg.t()))
+        xg = xl[..., g * cin_g:(g + 1) * cin_g].contiguous()
+        cols = xg.unfold(1, kh, sh).unfold(2, kw, sw)              # (B, Ho, Wo, C_g, kh, kw) view
+        cg = cols.permute(0, 1, 2, 4, 5, 3).reshape(b * ho * wo, fan_in)
+        wg = weight[g * cout_g:(g + 1) * cout_g].permute(0, 2, 3, 1).reshape(cout_g, fan_in)
+        outs.append(torch._int_mm(cg, wg.t()))
     acc = torch.cat(outs, dim=1) if groups > 1 else outs[0]
     return acc.reshape(b, ho, wo, cout).permute(0, 3, 1, 2).contiguous()
 
