@@ -38,8 +38,9 @@ CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 # the settings of the shipped checkpoints (also the `spikevid train` defaults)
 DEFAULTS = {
     "svformer-tiny": dict(epochs=12, batch_size=64, lr=3e-3, seed=0, train_size=3000, test_size=500),
-    # ~4x the compute per clip of svformer-tiny and slower to start learning: smaller batches
-    "spikevideoformer-tiny": dict(epochs=12, batch_size=16, lr=2e-3, seed=0, train_size=3000, test_size=500),
+    # ~4x the compute per clip of svformer-tiny and slower to learn: smaller batches, more epochs
+    # (12 epochs: test acc 0.874)
+    "spikevideoformer-tiny": dict(epochs=20, batch_size=16, lr=2e-3, seed=0, train_size=3000, test_size=500),
 }
 FALLBACK_DEFAULTS = dict(epochs=12, batch_size=64, lr=3e-3, seed=0, train_size=3000, test_size=500)
 
