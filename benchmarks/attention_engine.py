@@ -14,12 +14,11 @@ cycles per head) are therefore extrapolated with the model rather than simulated
 * Real windows: :func:`sim.traces.trace_windows` of every shipped tiny checkpoint, engine lanes
   P = the model's head dimension (one lane group).
 
-Lane utilisation = useful accumulate operations / (P x busy cycles), useful = ``dim`` per active
-k or q index. Two lower bounds put it in context: ``iface`` (the engine's stream interface takes
-one command per cycle and emits ``G`` beats per Q token, so a window needs at least
-``1 + max(N_kv, G sum|k|) + max(G N_q, G sum|q|)`` cycles whatever the micro-architecture), and
-``dot, k-compacted`` (a dot-mode host may drop KV tokens with ``k = 0``: they add nothing to
-``KV = k^T v`` and ``s_V`` is unused in dot mode, so the results are bit-identical).
+Lane utilisation = useful accumulate operations / (lanes x busy cycles), useful = ``dim`` per
+active k or q index, summed over windows (each window with its own P). Two command encodings
+(``driver.attention.encode_window``): ``plain`` (one command per token) and ``compact`` (k-empty
+KV tokens dropped in dot mode and paired in Hamming mode, q-empty tokens elided into ``skip``
+counts, one constant request per Hamming window); the read-outs are bit-identical.
 
 Prints tables, writes ``attention_engine.json`` to ``--out`` and the cycles-vs-spikes plot.
 """
@@ -54,42 +53,19 @@ def _pop(x: torch.Tensor) -> list[int]:
     return [int(c) for c in (x != 0).sum(dim=-1)]
 
 
-def iface_bound(kp: list[int], qp: list[int], g: int) -> int:
-    """Fewest cycles any engine behind this stream interface needs for the window (see the module docs)."""
-    return 1 + max(len(kp), g * sum(kp)) + max(g * len(qp), g * sum(qp))
+def window_row(k: torch.Tensor, q: torch.Tensor, dim: int, lanes: int, mode: str) -> dict:
+    """Model cycles, spikes and useful operations of one window, plain and compacted encodings."""
+    c = perf.attention_cycles(k, None, q, dim, lanes, mode)
+    comp = perf.attention_cycles(k, None, q, dim, lanes, mode, compact=True)
+    return {"busy": c["busy"], "busy_compact": comp["busy"], "spikes": c["spikes"], "acc_ops": c["acc_ops"],
+            "useful": dim * c["spikes"], "lane_cycles": lanes * c["busy"],
+            "lane_cycles_compact": lanes * comp["busy"], "tokens": k.shape[0] + q.shape[0], "lanes": lanes,
+            "groups": c["groups"]}
 
 
-def lookahead_busy(kp: list[int], qp: list[int], g: int, *, absorb: bool) -> int:
-    """Busy cycles of two rejected RTL variants (docs/attention_engine.md, section 5): the next command
-    accepted in the cycle of the previous token's last step (a k-empty KV token after a non-empty one
-    costs 0), and with ``absorb`` also k-empty KV tokens taken while a KV token still has steps."""
-    build, credit = 0, 0
-    for c in kp:
-        if c:
-            build, credit = build + g * c, g * c
-        elif credit > 0:
-            credit = credit - 1 if absorb else 0
-        else:
-            build += 1
-    return 1 + build + sum(g * max(1, c) for c in qp)
-
-
-def window_row(k: torch.Tensor, q: torch.Tensor, dim: int, lanes: int) -> dict:
-    """Model cycles, spikes, utilisation and the two bounds of one window."""
-    kp, qp = _pop(k), _pop(q)
-    c = perf.attention_cycles_from_popcounts(kp, qp, dim, lanes)
-    g = c["groups"]
-    kc = [x for x in kp if x] or [0]  # dot mode: drop empty k tokens (keep one: tokens >= 1)
-    comp = perf.attention_cycles_from_popcounts(kc, qp, dim, lanes)["busy"]
-    return {"busy": c["busy"], "spikes": c["spikes"], "acc_ops": c["acc_ops"], "useful": dim * c["spikes"],
-            "tokens": len(kp) + len(qp), "lanes": lanes, "groups": g,
-            "iface_bound": iface_bound(kp, qp, g), "dot_compacted": comp,
-            "lookahead_last_step": lookahead_busy(kp, qp, g, absorb=False),
-            "lookahead_absorb": lookahead_busy(kp, qp, g, absorb=True)}
-
-
-def _util(useful: int, lanes: int, cycles: int) -> float:
-    return useful / (lanes * cycles) if cycles else 0.0
+def _util(useful: int, lane_cycles: int) -> float:
+    """Lane utilisation: useful accumulate operations / (lanes x busy cycles)."""
+    return useful / lane_cycles if lane_cycles else 0.0
 
 
 def random_rows(seed: int) -> list[dict]:
@@ -98,10 +74,11 @@ def random_rows(seed: int) -> list[dict]:
     for name, n, p, mode, d in tqdm(cases, desc="random windows", unit="window"):
         gen = torch.Generator().manual_seed(seed + int(d * 1000) + 7 * n)
         k, _v, q = (_spikes(gen, n, DIM, d) for _ in range(3))  # v does not change the cycles
-        r = window_row(k, q, DIM, p)
+        r = window_row(k, q, DIM, p, mode)
         rows.append({"window": name, "N": n, "D": DIM, "P": p, "mode": mode, "density": d, **r,
-                     "utilisation": _util(r["useful"], p, r["busy"]), "cycles_per_token": r["busy"] / (2 * n),
-                     "source": "perf"})
+                     "utilisation": _util(r["useful"], r["lane_cycles"]),
+                     "utilisation_compact": _util(r["useful"], r["lane_cycles_compact"]),
+                     "cycles_per_token": r["busy"] / (2 * n), "source": "perf"})
     return rows
 
 
@@ -111,26 +88,22 @@ def trace_rows() -> list[dict]:
     rows = []
     for model in tqdm([m for m in TRACE_MODELS if shipped(m)], desc="trace models", unit="model"):
         wins = trace_windows(model)
-        per = [window_row(w["k"], w["q"], w["k"].shape[1], w["k"].shape[1]) for w in wins]
-        tot = {key: sum(r[key] for r in per) for key in ("busy", "spikes", "acc_ops", "useful", "tokens",
-                                                        "iface_bound", "dot_compacted",
-                                                        "lookahead_last_step", "lookahead_absorb")}
-        lanes = per[0]["lanes"]
+        per = [window_row(w["k"], w["q"], w["k"].shape[1], w["k"].shape[1], w["mode"]) for w in wins]
+        tot = {key: sum(r[key] for r in per) for key in ("busy", "busy_compact", "spikes", "acc_ops", "useful",
+                                                        "tokens", "lane_cycles", "lane_cycles_compact")}
         k_empty = sum(int((w["k"] != 0).sum(1).eq(0).sum()) for w in wins)
         q_empty = sum(int((w["q"] != 0).sum(1).eq(0).sum()) for w in wins)
-        dims = sorted({w["k"].shape[1] for w in wins})
         rows.append({
             "model": model, "windows": len(wins), "modes": sorted({w["mode"] for w in wins}),
             "window_kind": sorted({"clip" if w["t"] is None else "frame" for w in wins}),
-            "N": sorted({w["k"].shape[0] for w in wins}), "D": dims, "P": lanes, **tot,
+            "N": sorted({w["k"].shape[0] for w in wins}), "D": sorted({w["k"].shape[1] for w in wins}),
+            "P": "= D", **tot,
             "density": tot["spikes"] / sum(w["k"].numel() + w["q"].numel() for w in wins),
             "empty_k_tokens": k_empty, "empty_q_tokens": q_empty,
-            "utilisation": _util(tot["useful"], lanes, tot["busy"]),
-            "utilisation_iface_bound": _util(tot["useful"], lanes, tot["iface_bound"]),
-            "utilisation_dot_compacted": _util(tot["useful"], lanes, tot["dot_compacted"]),
-            "utilisation_lookahead_last_step": _util(tot["useful"], lanes, tot["lookahead_last_step"]),
-            "utilisation_lookahead_absorb": _util(tot["useful"], lanes, tot["lookahead_absorb"]),
-            "cycles_per_token": tot["busy"] / tot["tokens"], "source": "perf",
+            "utilisation": _util(tot["useful"], tot["lane_cycles"]),
+            "utilisation_compact": _util(tot["useful"], tot["lane_cycles_compact"]),
+            "cycles_per_token": tot["busy"] / tot["tokens"],
+            "cycles_per_token_compact": tot["busy_compact"] / tot["tokens"], "source": "perf",
         })
     return rows
 
@@ -148,9 +121,12 @@ def plot(rows: list[dict], traces: list[dict], path: Path) -> None:
                 sel = [r for r in rows if r["mode"] == mode and r["N"] == n and r["P"] == p]
                 ax.loglog([max(r["spikes"], 1) for r in sel], [r["busy"] for r in sel], marker=marker,
                           label=f"N={n} P={p}")
+                ax.loglog([max(r["spikes"], 1) for r in sel], [r["busy_compact"] for r in sel], marker=marker,
+                          ls=":", label=f"N={n} P={p} compact")
         for t in traces:
             if mode in t["modes"]:
                 ax.loglog([t["spikes"]], [t["busy"]], "k*", ms=10, label=f"{t['model']} traces (sum)")
+                ax.loglog([t["spikes"]], [t["busy_compact"]], "r*", ms=10, label=f"{t['model']} compact")
         ax.set_title(f"{mode} mode, D = {DIM} (perf model = RTL busy_cycles)")
         ax.set_xlabel("spikes (active k + q indices) per window")
         ax.grid(True, which="both", alpha=0.3)
@@ -173,10 +149,11 @@ def main(argv: list[str] | None = None) -> int:
 
     print("random windows, D = 64, N KV + N Q tokens (cycles: perf model, exact vs RTL)")
     print(f"{'window':22s} {'N':>5s} {'P':>3s} {'mode':8s} {'dens':>5s} {'cycles':>9s} {'spikes':>8s}"
-          f" {'acc_ops':>10s} {'util':>5s} {'cyc/tok':>7s}")
+          f" {'acc_ops':>10s} {'util':>5s} {'cyc/tok':>7s} {'compact':>9s} {'util':>5s}")
     for r in rows:
         print(f"{r['window']:22s} {r['N']:5d} {r['P']:3d} {r['mode']:8s} {r['density']:5.2f} {r['busy']:9d}"
-              f" {r['spikes']:8d} {r['acc_ops']:10d} {r['utilisation']:5.3f} {r['cycles_per_token']:7.3f}")
+              f" {r['spikes']:8d} {r['acc_ops']:10d} {r['utilisation']:5.3f} {r['cycles_per_token']:7.3f}"
+              f" {r['busy_compact']:9d} {r['utilisation_compact']:5.3f}")
     ratios = {}
     for name, n in TOKENS.items():
         for p in LANES:
@@ -187,18 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     for key, val in ratios.items():
         print(f"  {key:45s} {val:.4f}")
     print("\nreal trace windows (P = head dim; cycles: perf model, exact vs RTL)")
-    print(f"{'model':22s} {'win':>4s} {'dens':>6s} {'cycles':>7s} {'spikes':>7s} {'acc_ops':>8s} {'util':>6s}"
-          f" {'cyc/tok':>7s} {'empty k/q tokens':>17s} {'iface bound':>11s} {'dot k-compact':>13s}")
+    print(f"{'model':22s} {'win':>4s} {'dens':>6s} {'spikes':>7s} {'empty k/q tokens':>17s} {'plain':>7s}"
+          f" {'util':>6s} {'compact':>7s} {'util':>6s}")
     for t in traces:
         empty = f"{t['empty_k_tokens']}/{t['empty_q_tokens']} of {t['tokens'] // 2}"
-        print(f"{t['model']:22s} {t['windows']:4d} {t['density']:6.3f} {t['busy']:7d} {t['spikes']:7d}"
-              f" {t['acc_ops']:8d} {t['utilisation']:6.3f} {t['cycles_per_token']:7.3f}"
-              f" {empty:>17s}"
-              f" {t['utilisation_iface_bound']:11.3f} {t['utilisation_dot_compacted']:13.3f}")
-    for t in traces:
-        print(f"  {t['model']}: rejected look-ahead variants (model only): last-step look-ahead "
-              f"{t['utilisation_lookahead_last_step']:.3f}, + absorbing empty KV "
-              f"{t['utilisation_lookahead_absorb']:.3f}")
+        print(f"{t['model']:22s} {t['windows']:4d} {t['density']:6.3f} {t['spikes']:7d} {empty:>17s}"
+              f" {t['busy']:7d} {t['utilisation']:6.3f} {t['busy_compact']:7d} {t['utilisation_compact']:6.3f}")
     missing = [m for m in TRACE_MODELS if m not in {t["model"] for t in traces}]
     if missing:
         print(f"(no shipped checkpoint: {', '.join(missing)})")

@@ -6,18 +6,19 @@ The RTL's performance counters must equal these numbers exactly on every simulat
 Attention engine (``rtl.attention.AttentionEngine``), one window (one head), ``G = ceil(dim / P)``:
 
     config   = 1
-    build    = sum over KV tokens n of  max(1, G * popcount(k_n))
-    readout  = sum over Q tokens m  of  G * max(1, popcount(q_m))
+    build    = sum over KV token commands n of  max(1, G * popcount(k_n))   (+ 1 per V-pair command)
+    readout  = sum over Q token commands m  of  G * max(1, popcount(q_m))   (+ G per constant request)
     busy     = config + build + readout               (status.busy_cycles)
     spikes   = sum_n popcount(k_n) + sum_m popcount(q_m)
     acc_ops  = P * G * spikes                         (P lanes per row-slice step)
 
-A dropped or erroneous command and STATUS_CLEAR cost 1 busy cycle each. Busy cycles do not depend
-on ``v``, on the mode, on input gaps or on output backpressure (those add starved / blocked cycles,
-never busy ones). Latency: the last output beat of a Q token leaves the output register 2 cycles
-after the token's last step is issued, so a window run back to back with an always-ready sink
-takes ``busy + 2`` cycles from the first command's transfer to the last beat's transfer, both
-end cycles counted (``last - first + 1``).
+A Q token's ``skip`` count (constant tokens elided before it) costs nothing; a V-pair command
+(two k-empty KV tokens) costs 1. A dropped or erroneous command and STATUS_CLEAR cost 1 busy cycle
+each. Busy cycles do not depend on ``v``, on the mode, on input gaps or on output backpressure
+(those add starved / blocked cycles, never busy ones). Latency: the last output beat of a Q token
+leaves the output register 2 cycles after the token's last step is issued, so a window run back to
+back with an always-ready sink takes ``busy + 2`` cycles from the first command's transfer to the
+last beat's transfer, both end cycles counted (``last - first + 1``).
 
 Requant + LIF unit (``rtl.requant_lif.RequantLIF``): one beat per cycle, a fixed pipeline latency,
 and a membrane clear sweep of ``neurons * groups`` cycles per ``reset_state`` pulse.
@@ -29,7 +30,10 @@ from collections.abc import Iterable
 
 import torch
 
-__all__ = ["attention_cycles", "attention_cycles_from_popcounts", "requant_lif_cycles", "REQUANT_LIF_LATENCY"]
+__all__ = [
+    "attention_cycles", "attention_cycles_from_popcounts", "compact_popcounts", "requant_lif_cycles",
+    "REQUANT_LIF_LATENCY",
+]
 
 # clock edges from a beat's transfer on ``inp`` to its spike beat's transfer on ``out`` (ready sink)
 REQUANT_LIF_LATENCY = 4
@@ -53,12 +57,16 @@ def _popcounts(x: torch.Tensor | Iterable[Iterable[int]] | None) -> list[int]:
 
 def attention_cycles_from_popcounts(
     k_popcounts: Iterable[int], q_popcounts: Iterable[int], dim: int, lanes: int, *, config: bool = True,
+    v_pairs: int = 0, const_requests: int = 0,
 ) -> dict[str, int]:
-    """Cycle model of one attention window from the spike counts of its k and q tokens.
+    """Cycle model of one attention window from the spike counts of its KV and Q token commands.
 
-    Returns ``config``, ``build``, ``readout``, ``busy`` (= their sum, the RTL's
-    ``busy_cycles``), ``spikes``, ``acc_ops``, ``out_beats`` (``G`` per Q token), ``groups``.
-    ``config=False`` leaves the CONFIG cycle out (for summing further tokens into a window).
+    ``k_popcounts`` / ``q_popcounts``: one entry per KV / Q *token command* (elided tokens, i.e.
+    dropped k-empty dot-mode KV tokens and the ``skip`` counts of Q tokens, have no entry);
+    ``v_pairs``: V-pair commands; ``const_requests``: constant-request Q commands. Returns
+    ``config``, ``build``, ``readout``, ``busy`` (= their sum, the RTL's ``busy_cycles``),
+    ``spikes``, ``acc_ops``, ``out_beats`` (``G`` per Q command), ``groups``. ``config=False``
+    leaves the CONFIG cycle out (for summing further commands into a window).
     """
     g = _groups(dim, lanes)
     kp = [int(c) for c in k_popcounts]
@@ -66,8 +74,10 @@ def attention_cycles_from_popcounts(
     for c in kp + qp:
         if not 0 <= c <= dim:
             raise ValueError(f"popcount {c} outside [0, dim={dim}]")
-    build = sum(max(1, g * c) for c in kp)
-    readout = sum(g * max(1, c) for c in qp)
+    if v_pairs < 0 or const_requests < 0:
+        raise ValueError("v_pairs and const_requests must be >= 0")
+    build = sum(max(1, g * c) for c in kp) + v_pairs
+    readout = sum(g * max(1, c) for c in qp) + g * const_requests
     cfg = 1 if config else 0
     spikes = sum(kp) + sum(qp)
     return {
@@ -77,24 +87,55 @@ def attention_cycles_from_popcounts(
         "busy": cfg + build + readout,
         "spikes": spikes,
         "acc_ops": lanes * g * spikes,
-        "out_beats": g * len(qp),
+        "out_beats": g * (len(qp) + const_requests),
         "groups": g,
     }
 
 
+def compact_popcounts(kp: list[int], qp: list[int], mode: str) -> dict:
+    """The commands a compacting host sends for a window with token popcounts ``kp`` / ``qp``
+    (``driver.attention.encode_window(..., compact=True)``, ``docs/attention_engine.md`` s. 1):
+
+    * KV: every token with ``k != 0``; k-empty tokens are dropped in dot mode (they add nothing to
+      ``KV = k^T v`` and ``s_V`` is unused) and sent two per V-pair command in Hamming mode (their
+      ``v`` enters ``s_V``), an odd one as a plain KV token;
+    * Q: every token with ``q != 0`` (the q-empty ones ride on the next token's ``skip`` or are
+      implicit at the end of the window), plus one constant request in Hamming mode when some
+      q-empty token exists (the dot-mode constant is 0).
+
+    Returns ``{"k": popcounts of KV token commands, "q": of Q token commands, "v_pairs",
+    "const_requests", "tokens": the CONFIG's KV token count}``.
+    """
+    ham = mode == "hamming"
+    k_cmds = [c for c in kp if c]
+    empty_k = len(kp) - len(k_cmds)
+    if ham:
+        k_cmds += [0] * (empty_k % 2)
+    return {"k": k_cmds, "q": [c for c in qp if c], "v_pairs": empty_k // 2 if ham else 0,
+            "const_requests": int(ham and any(c == 0 for c in qp)),
+            "tokens": len(kp) if ham else len(k_cmds)}
+
+
 def attention_cycles(
     k: torch.Tensor, v: torch.Tensor | None, q: torch.Tensor | None, dim: int, lanes: int, mode: str = "dot",
+    *, compact: bool = False,
 ) -> dict[str, int]:
     """Cycle model of one window: ``k``, ``v``: ``(N, dim)`` spikes, ``q``: ``(M, dim)`` spikes.
 
-    ``v`` and ``mode`` do not change the cycle count (accepted for a uniform signature and
-    checked). See :func:`attention_cycles_from_popcounts` for the returned keys.
+    ``compact=False``: one command per token (the plain encoding); ``True``: the compacted command
+    stream of :func:`compact_popcounts`. ``v`` does not change the cycle count (accepted for a
+    uniform signature and checked). See :func:`attention_cycles_from_popcounts` for the keys.
     """
     if mode not in ("dot", "hamming"):
         raise ValueError(f"mode must be 'dot' or 'hamming', got {mode!r}")
     if v is not None and isinstance(k, torch.Tensor) and tuple(v.shape) != tuple(k.shape):
         raise ValueError(f"k and v shapes differ: {tuple(k.shape)} vs {tuple(v.shape)}")
-    return attention_cycles_from_popcounts(_popcounts(k), _popcounts(q), dim, lanes)
+    kp, qp = _popcounts(k), _popcounts(q)
+    if not compact:
+        return attention_cycles_from_popcounts(kp, qp, dim, lanes)
+    c = compact_popcounts(kp, qp, mode)
+    return attention_cycles_from_popcounts(c["k"], c["q"], dim, lanes, v_pairs=c["v_pairs"],
+                                           const_requests=c["const_requests"])
 
 
 def requant_lif_cycles(beats: int, *, neurons: int = 0, groups: int = 1, resets: int = 0) -> dict[str, int]:
@@ -111,3 +152,39 @@ def requant_lif_cycles(beats: int, *, neurons: int = 0, groups: int = 1, resets:
     busy = beats + clear
     return {"beats": beats, "clear": clear, "busy": busy, "latency": REQUANT_LIF_LATENCY,
             "total": busy + (REQUANT_LIF_LATENCY if beats else 0)}
+
+
+# --------------------------------------------------------------------------------------------
+# Spike-accumulate engine (rtl.spike_accum.SpikeAccumulator, docs/spike_accum.md section 5)
+# --------------------------------------------------------------------------------------------
+
+__all__ += ["spike_accum_cycles"]
+
+
+def spike_accum_cycles(x_popcounts: Iterable[int], c_out: int, lanes: int, *, config: bool = True) -> dict[str, int]:
+    """Cycle model of one layer run on the spike-accumulate engine, ``G = ceil(c_out / P)``:
+
+        busy     = config + sum over TOKEN commands n of  G * max(1, popcount(x_n))   (status.busy_cycles)
+        spikes   = sum_n popcount(x_n)
+        acc_ops  = P * G * spikes                 (P lanes per step that adds a weight row)
+        out_beats = G per TOKEN command
+
+    ``x_popcounts``: one entry per TOKEN *command* (tokens elided through the ``skip`` count cost
+    nothing and have no entry); ``config=False`` leaves the CONFIG cycle out. A dropped or erroneous
+    command and STATUS_CLEAR cost 1 busy cycle each; weight loads cost none. Returns ``busy``,
+    ``spikes``, ``acc_ops``, ``out_beats``, ``groups``.
+    """
+    if c_out < 1 or lanes < 1:
+        raise ValueError(f"c_out and lanes must be positive, got c_out={c_out}, lanes={lanes}")
+    g = -(-c_out // lanes)
+    pcs = [int(c) for c in x_popcounts]
+    if any(c < 0 for c in pcs):
+        raise ValueError("popcounts must be >= 0")
+    spikes = sum(pcs)
+    return {
+        "busy": (1 if config else 0) + sum(g * max(1, c) for c in pcs),
+        "spikes": spikes,
+        "acc_ops": lanes * g * spikes,
+        "out_beats": g * len(pcs),
+        "groups": g,
+    }

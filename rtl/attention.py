@@ -24,6 +24,14 @@ Structure (one issue stage A, one accumulate stage B, one output register):
   window first writes the row's last group) makes never-written rows read as zero, so CONFIG costs
   one cycle.
 
+* The output has a register and a skid register; B stalls only when the skid is full, so
+  ``out.ready`` drives nothing but those two registers (no combinational path to ``cmd.ready``).
+* Compacted token streams (``docs/attention_engine.md`` s. 1): a KV command with ``mode = 1`` is a
+  *V pair* (two k-empty tokens, v in ``a`` and ``b``; 1 cycle, no steps); a Q token carries a
+  ``skip`` count of elided constant tokens onto its beats; a Q command with ``mode = 1`` is a
+  *constant request* (``G`` beats, ``const = 1``, the read-out of ``q = 0``); ``tokens = 0`` is an
+  empty window.
+
 The per-window V sums ``s_V[j]`` and the Hamming column term ``negc[j] = -sum_{i<dim} A[i][j]`` live
 in registers (D_MAX each) and are updated once per KV token in its acceptance cycle:
 ``s_V += v`` and ``negc[j] += v_j * (dim - 2 popcount(k))``, because
@@ -71,17 +79,20 @@ def out_width(dim_max: int, max_tokens: int) -> int:
 def cmd_layout(dim_max: int) -> data.StructLayout:
     """Command payload: ``op`` 0 CONFIG / 1 KV / 2 Q / 3 STATUS_CLEAR; see the module docs."""
     return data.StructLayout({
-        "op": 2, "mode": 1, "head": 8, "dim": 7, "tokens": 16,
+        "op": 2, "mode": 1, "head": 8, "dim": 7, "tokens": 16, "skip": 16,
         "a": dim_max, "b": dim_max,
     })
 
 
 def out_layout(dim_max: int, lanes: int, max_tokens: int) -> data.StructLayout:
-    """Output beat: ``P`` signed read-out lanes, the column group and the token's last-beat flag."""
+    """Output beat: ``P`` signed read-out lanes, the column group, the token's last-beat flag, the
+    token's ``skip`` count (constant tokens elided before it) and ``const`` (a window-constant beat)."""
     return data.StructLayout({
         "data": data.ArrayLayout(signed(out_width(dim_max, max_tokens)), lanes),
         "group": range(dim_max // lanes),
         "last": 1,
+        "skip": 16,
+        "const": 1,
     })
 
 
@@ -216,6 +227,8 @@ class AttentionEngine(wiring.Component):
         a_g = Signal(range(GM))
         a_first = Signal(1)
         a_nz = Signal(1)
+        a_skip = Signal(16)
+        a_const = Signal(1)
 
         # ---- accumulate stage B -----------------------------------------------------------
         b_valid = Signal(1)
@@ -230,13 +243,19 @@ class AttentionEngine(wiring.Component):
         b_tlast = Signal(1)
         b_nz = Signal(1)
         b_mode = Signal(1)
+        b_skip = Signal(16)
+        b_const = Signal(1)
         acc = Signal(data.ArrayLayout(signed(OUT_W), P))
 
+        # output register (out.valid / out.payload) plus one skid register: B stalls only when the
+        # skid is full, so no combinational path runs from out.ready to cmd.ready or the pipeline
+        skid_valid = Signal(1)
+        skid = Signal.like(self.out.payload)
         emit = Signal(1)
         stall = Signal(1)
         m.d.comb += [
             emit.eq(b_valid & b_read & b_last),
-            stall.eq(emit & self.out.valid & ~self.out.ready),
+            stall.eq(emit & skid_valid),
         ]
 
         # ---- command decode ---------------------------------------------------------------
@@ -247,6 +266,9 @@ class AttentionEngine(wiring.Component):
         ]
         accept_kv = Signal(1)
         accept_q = Signal(1)
+        pair = Signal(1)                       # KV with mode 1: two k-empty tokens, v = a and v = b
+        const_q = Signal(1)                    # Q with mode 1: the window-constant beats
+        m.d.comb += [pair.eq((cmd.op == OP_KV) & cmd.mode), const_q.eq((cmd.op == OP_Q) & cmd.mode)]
         raise_err = Signal(1)
         err_code_new = Signal(4)
         cfg_ok = Signal(1)
@@ -260,7 +282,7 @@ class AttentionEngine(wiring.Component):
                 with m.Case(OP_CONFIG):
                     with m.If(cmd.head >= NH):
                         m.d.comb += [raise_err.eq(1), err_code_new.eq(ERR_HEAD)]
-                    with m.Elif((cmd.dim == 0) | (cmd.dim > D) | (cmd.tokens == 0) | (cmd.tokens > self.max_tokens)):
+                    with m.Elif((cmd.dim == 0) | (cmd.dim > D) | (cmd.tokens > self.max_tokens)):
                         m.d.comb += [raise_err.eq(1), err_code_new.eq(ERR_DIM)]
                     with m.Else():
                         m.d.comb += cfg_ok.eq(1)
@@ -273,6 +295,8 @@ class AttentionEngine(wiring.Component):
                         with m.Case(_W_OPEN):
                             with m.If(high_a | high_b):
                                 m.d.comb += [raise_err.eq(1), err_code_new.eq(ERR_BITS)]
+                            with m.Elif(pair & (w_kv + 1 == w_tokens)):
+                                m.d.comb += [raise_err.eq(1), err_code_new.eq(ERR_COUNT)]
                             with m.Else():
                                 m.d.comb += accept_kv.eq(1)
                 with m.Case(OP_Q):
@@ -283,7 +307,7 @@ class AttentionEngine(wiring.Component):
                             m.d.comb += raise_err.eq(1)
                             m.d.comb += err_code_new.eq(Mux(w_kv == 0, ERR_NO_WINDOW, ERR_COUNT))
                         with m.Case(_W_FULL):
-                            with m.If(high_a):
+                            with m.If(high_a & ~const_q):
                                 m.d.comb += [raise_err.eq(1), err_code_new.eq(ERR_BITS)]
                             with m.Else():
                                 m.d.comb += accept_q.eq(1)
@@ -298,6 +322,8 @@ class AttentionEngine(wiring.Component):
                 w_tokens.eq(cmd.tokens), w_kv.eq(0),
                 s_v.eq(0), negc.eq(0),
             ]
+            with m.If(cmd.tokens == 0):  # an empty window is complete at once (KV = 0, s_V = 0)
+                m.d.sync += w_state.eq(_W_FULL)
             with m.Switch(cmd.dim):
                 for d in range(1, D + 1):
                     with m.Case(d):
@@ -305,15 +331,16 @@ class AttentionEngine(wiring.Component):
         with m.If(take & (cmd.op == OP_STATUS_CLEAR)):
             m.d.sync += [error.eq(0), error_code.eq(ERR_NONE), w_state.eq(_W_NONE)]
         with m.If(accept_kv):
-            m.d.sync += w_kv.eq(w_kv + 1)
-            with m.If(w_kv + 1 == w_tokens):
+            m.d.sync += w_kv.eq(w_kv + 1 + pair)
+            with m.If(w_kv + 1 + pair == w_tokens):
                 m.d.sync += w_state.eq(_W_FULL)
-            coef = Signal(signed(8))
-            m.d.comb += coef.eq(w_dim - 2 * pc_a)
+            coef = Signal(signed(8))           # dim - 2 popcount(k): dim for a k-empty token
+            m.d.comb += coef.eq(Mux(pair, w_dim, w_dim - 2 * pc_a))
             for j in range(D):
+                va = pair & cmd.a[j]           # the pair's first v
                 m.d.sync += [
-                    s_v[j].eq(s_v[j] + cmd.b[j]),
-                    negc[j].eq(negc[j] + Mux(cmd.b[j], coef, 0)),
+                    s_v[j].eq(s_v[j] + cmd.b[j] + va),
+                    negc[j].eq(negc[j] + Mux(cmd.b[j], coef, 0) + Mux(va, coef, 0)),
                 ]
 
         # ---- step generation --------------------------------------------------------------
@@ -324,18 +351,23 @@ class AttentionEngine(wiring.Component):
         cur_first = Signal(1)
         cur_read = Signal(1)
         cur_nz = Signal(1)
+        cur_skip = Signal(16)
+        cur_const = Signal(1)
         issue = Signal(1)
         with m.If(a_pend):
             m.d.comb += [
                 cur_mask.eq(a_mask), cur_q.eq(a_q), cur_v.eq(a_v), cur_g.eq(a_g),
                 cur_first.eq(a_first), cur_read.eq(a_read), cur_nz.eq(a_nz),
+                cur_skip.eq(a_skip), cur_const.eq(a_const),
                 issue.eq(~stall),
             ]
         with m.Else():
+            a_eff = Mux(const_q | pair, 0, cmd.a)  # a constant request reads q = 0; a pair has k = 0
             m.d.comb += [
-                cur_mask.eq(cmd.a), cur_q.eq(cmd.a), cur_v.eq(cmd.b), cur_g.eq(0),
-                cur_first.eq(1), cur_read.eq(accept_q), cur_nz.eq(cmd.a.any()),
-                issue.eq(accept_q | (accept_kv & cmd.a.any())),
+                cur_mask.eq(a_eff), cur_q.eq(a_eff), cur_v.eq(cmd.b), cur_g.eq(0),
+                cur_first.eq(1), cur_read.eq(accept_q), cur_nz.eq(a_eff.any()),
+                cur_skip.eq(Mux(const_q, 0, cmd.skip)), cur_const.eq(const_q),
+                issue.eq(accept_q | (accept_kv & a_eff.any())),
             ]
 
         ffs_any, ffs_idx = find_first_set(cur_mask)
@@ -357,9 +389,11 @@ class AttentionEngine(wiring.Component):
                 b_valid.eq(issue), b_read.eq(cur_read), b_addr.eq(addr), b_i.eq(idx), b_g.eq(cur_g),
                 b_vs.eq(group_slice(cur_v, cur_g)), b_setvalid.eq(g_last), b_first.eq(cur_first),
                 b_last.eq(i_last), b_tlast.eq(i_last & g_last), b_nz.eq(cur_nz), b_mode.eq(w_mode),
+                b_skip.eq(cur_skip), b_const.eq(cur_const),
             ]
         with m.If(issue):
-            m.d.sync += [a_q.eq(cur_q), a_v.eq(cur_v), a_read.eq(cur_read), a_nz.eq(cur_nz)]
+            m.d.sync += [a_q.eq(cur_q), a_v.eq(cur_v), a_read.eq(cur_read), a_nz.eq(cur_nz),
+                         a_skip.eq(cur_skip), a_const.eq(cur_const)]
             with m.If(cur_read):
                 with m.If(i_last):
                     m.d.sync += [a_mask.eq(cur_q), a_first.eq(1), a_g.eq(cur_g + 1), a_pend.eq(~g_last)]
@@ -394,25 +428,29 @@ class AttentionEngine(wiring.Component):
             base = Mux(b_first, Mux(b_mode, negc_lane, 0), acc[lane])
             m.d.comb += nxt[lane].eq(base + Mux(b_nz, addend, 0))
 
-        with m.If(self.out.ready):
-            m.d.sync += self.out.valid.eq(0)
-        with m.If(b_valid & b_read & ~stall):
-            with m.If(b_last):
-                m.d.sync += [
-                    self.out.valid.eq(1),
-                    self.out.payload.data.eq(nxt),
-                    self.out.payload.group.eq(b_g),
-                    self.out.payload.last.eq(b_tlast),
-                ]
+        beat = Signal.like(self.out.payload)
+        m.d.comb += [beat.data.eq(nxt), beat.group.eq(b_g), beat.last.eq(b_tlast), beat.skip.eq(b_skip),
+                     beat.const.eq(b_const)]
+        new_beat = Signal(1)
+        m.d.comb += new_beat.eq(emit & ~stall)
+        with m.If(b_valid & b_read & ~b_last & ~stall):
+            m.d.sync += acc.eq(nxt)
+        with m.If(self.out.ready | ~self.out.valid):   # the output register is free this edge
+            with m.If(skid_valid):
+                m.d.sync += [self.out.payload.eq(skid), self.out.valid.eq(1), skid_valid.eq(0)]
+            with m.Elif(new_beat):
+                m.d.sync += [self.out.payload.eq(beat), self.out.valid.eq(1)]
             with m.Else():
-                m.d.sync += acc.eq(nxt)
+                m.d.sync += self.out.valid.eq(0)
+        with m.Elif(new_beat):                          # held output: the beat waits in the skid
+            m.d.sync += [skid.eq(beat), skid_valid.eq(1)]
 
         # ---- status and counters ----------------------------------------------------------
         st = self.status
         m.d.comb += [
             st.error.eq(error),
             st.error_code.eq(error_code),
-            st.busy.eq(a_pend | b_valid | self.out.valid),
+            st.busy.eq(a_pend | b_valid | self.out.valid | skid_valid),
         ]
         busy_now = Signal(1)
         starved_now = Signal(1)
@@ -430,6 +468,6 @@ class AttentionEngine(wiring.Component):
                 st.blocked_cycles.eq(st.blocked_cycles + stall),
                 st.acc_ops.eq(st.acc_ops + Mux(issue & cur_nz, P, 0)),
             ]
-            with m.If(accept_kv | accept_q):
+            with m.If((accept_kv & ~pair) | (accept_q & ~const_q)):
                 m.d.sync += st.spikes.eq(st.spikes + pc_a)
         return m

@@ -29,27 +29,28 @@ import torch
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, Event, RisingEdge
 
-from golden_model import intops
-from golden_model.perf import attention_cycles_from_popcounts
-from rtl.attention import AttentionEngine
+from driver.attention import bits, decode_readout, encode_window
+from golden_model import intops, perf
+from rtl.attention import (
+    ERR_BITS,
+    ERR_COUNT,
+    ERR_DIM,
+    ERR_HEAD,
+    ERR_NO_WINDOW,
+    OP_CONFIG,
+    OP_KV,
+    OP_Q,
+    OP_STATUS_CLEAR,
+    AttentionEngine,
+)
+from sim.attention_model import EngineModel
 from sim.streams import ClockLoop, StreamMonitor, StreamSink, StreamSource, payload_layout, random_pauses, value_int
 from sim.verilator import tb_params
 
 PARAMS = tb_params()
 TRACES_ENV = "SPIKEVID_TB_TRACES"
-OP_CONFIG, OP_KV, OP_Q, OP_CLEAR = 0, 1, 2, 3
 MODES = {"dot": 0, "hamming": 1}
-ERR_NONE, ERR_COUNT, ERR_HEAD, ERR_DIM, ERR_NO_WINDOW, ERR_BITS = 0, 1, 2, 3, 4, 5
 TEST_TIMEOUT_MS = 400  # simulated time limit of each cocotb test (10 ns clock: 40 M cycles)
-
-
-def bits(row) -> int:
-    """A spike vector (tensor / sequence of 0/1) -> integer, bit i = element i."""
-    return sum(1 << i for i, b in enumerate(row.tolist() if hasattr(row, "tolist") else row) if b)
-
-
-def unbits(x: int, dim: int) -> torch.Tensor:
-    return torch.tensor([(x >> i) & 1 for i in range(dim)], dtype=torch.int8)
 
 
 def spikes(rng: torch.Generator, n: int, dim: int, density: float) -> torch.Tensor:
@@ -59,100 +60,6 @@ def spikes(rng: torch.Generator, n: int, dim: int, density: float) -> torch.Tens
     if density >= 1:
         return torch.ones(n, dim, dtype=torch.int8)
     return (torch.rand(n, dim, generator=rng) < density).to(torch.int8)
-
-
-# --------------------------------------------------------------------------------------------
-# Reference model
-# --------------------------------------------------------------------------------------------
-
-
-class EngineModel:
-    """Command-level reference of the engine: expected beats, status and counters.
-
-    Window states follow the interface page: ``none`` (after reset / STATUS_CLEAR: a KV or Q token
-    is error 4), ``open`` (a valid CONFIG), ``dead`` (after an error or an invalid CONFIG: KV and Q
-    are dropped silently). Every error sets ``error`` and its code.
-    """
-
-    def __init__(self, dim_max: int, lanes: int, max_tokens: int, heads: int):
-        self.D, self.P, self.N, self.H = dim_max, lanes, max_tokens, heads
-        self.state = "none"
-        self.error, self.error_code = 0, ERR_NONE
-        self.clear_counters()
-        self.commands = 0
-        self.o_min = self.o_max = 0  # range of the expected read-out values so far
-
-    def clear_counters(self) -> None:
-        self.busy_cycles = self.spikes = self.acc_ops = 0
-
-    def _raise(self, code: int) -> list:
-        self.error, self.error_code = 1, code
-        self.state = "dead"
-        self.busy_cycles += 1
-        return []
-
-    def command(self, c: dict) -> list[tuple[dict, str]]:
-        """Apply one accepted command; returns the expected output beats with a context string."""
-        self.commands += 1
-        op = c["op"]
-        if op == OP_CLEAR:
-            self.error, self.error_code, self.state = 0, ERR_NONE, "none"
-            self.busy_cycles += 1
-            return []
-        if op == OP_CONFIG:
-            if c["head"] >= self.H:
-                return self._raise(ERR_HEAD)
-            if not (1 <= c["dim"] <= self.D and 1 <= c["tokens"] <= self.N):
-                return self._raise(ERR_DIM)
-            self.error, self.error_code, self.state = 0, ERR_NONE, "open"
-            self.mode = "hamming" if c["mode"] else "dot"
-            self.head, self.dim, self.tokens = c["head"], c["dim"], c["tokens"]
-            self.groups = -(-self.dim // self.P)
-            self.ks: list[int] = []
-            self.vs: list[int] = []
-            self.counts = None
-            self.q_index = 0
-            self.busy_cycles += 1
-            return []
-        if self.state == "dead":
-            self.busy_cycles += 1
-            return []
-        if self.state == "none":
-            return self._raise(ERR_NO_WINDOW)
-        if op == OP_KV:
-            if (c["a"] | c["b"]) >> self.dim:
-                return self._raise(ERR_BITS)
-            if len(self.ks) == self.tokens:
-                return self._raise(ERR_COUNT)
-            self.ks.append(c["a"])
-            self.vs.append(c["b"])
-            self._count(k_pop=[c["a"].bit_count()])
-            return []
-        # Q
-        if not self.ks:
-            return self._raise(ERR_NO_WINDOW)
-        if len(self.ks) < self.tokens:
-            return self._raise(ERR_COUNT)
-        if c["a"] >> self.dim:
-            return self._raise(ERR_BITS)
-        self._count(q_pop=[c["a"].bit_count()])
-        if self.counts is None:
-            k = torch.stack([unbits(x, self.dim) for x in self.ks])
-            v = torch.stack([unbits(x, self.dim) for x in self.vs])
-            self.counts = intops.attention_kv(k, v)
-        o = intops.attention_readout(unbits(c["a"], self.dim).unsqueeze(0), *self.counts, self.mode)[0].tolist()
-        self.o_min, self.o_max = min(self.o_min, *o), max(self.o_max, *o)
-        o += [0] * (self.groups * self.P - self.dim)
-        ctx = f"{self.mode} head {self.head} dim {self.dim} tokens {self.tokens} q#{self.q_index}"
-        self.q_index += 1
-        return [({"data": o[g * self.P:(g + 1) * self.P], "group": g, "last": int(g == self.groups - 1)},
-                 f"{ctx} group {g}") for g in range(self.groups)]
-
-    def _count(self, k_pop=(), q_pop=()) -> None:
-        cyc = attention_cycles_from_popcounts(k_pop, q_pop, self.dim, self.P, config=False)
-        self.busy_cycles += cyc["busy"]
-        self.spikes += cyc["spikes"]
-        self.acc_ops += cyc["acc_ops"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -176,6 +83,7 @@ class Env:
         self.expected: deque = deque()
         self.mismatches: list[str] = []
         self.beats_checked = 0
+        self.received: list[dict] | None = None  # every beat when a list (set by a test)
         self._idle = (idle, idle_burst)
         self._bp = (backpressure, bp_burst)
 
@@ -212,6 +120,8 @@ class Env:
 
     def _on_beat(self, beat: dict) -> None:
         self.beats_checked += 1
+        if self.received is not None:
+            self.received.append(beat)
         if not self.expected:
             self.mismatches.append(f"unexpected beat #{self.beats_checked}: {beat}")
             return
@@ -230,19 +140,23 @@ class Env:
         self.src.send_nowait({"op": OP_KV, "a": k if isinstance(k, int) else bits(k),
                               "b": v if isinstance(v, int) else bits(v)})
 
-    def q(self, q) -> None:
-        self.src.send_nowait({"op": OP_Q, "a": q if isinstance(q, int) else bits(q)})
+    def v_pair(self, v0: int, v1: int) -> None:
+        self.src.send_nowait({"op": OP_KV, "mode": 1, "a": v0, "b": v1})
+
+    def q(self, q, skip: int = 0) -> None:
+        self.src.send_nowait({"op": OP_Q, "a": q if isinstance(q, int) else bits(q), "skip": skip})
+
+    def const_request(self) -> None:
+        self.src.send_nowait({"op": OP_Q, "mode": 1})
 
     def status_clear(self) -> None:
-        self.src.send_nowait({"op": OP_CLEAR})
+        self.src.send_nowait({"op": OP_STATUS_CLEAR})
 
-    def window(self, mode: str, head: int, k: torch.Tensor, v: torch.Tensor, q: torch.Tensor) -> None:
-        """CONFIG + all KV tokens + all Q tokens of one window (``dim`` = the tensors' width)."""
-        self.config(mode, head, k.shape[1], k.shape[0])
-        for kr, vr in zip(k, v, strict=True):
-            self.kv(kr, vr)
-        for qr in q:
-            self.q(qr)
+    def window(self, mode: str, head: int, k: torch.Tensor, v: torch.Tensor, q: torch.Tensor, *,
+               compact: bool = False) -> None:
+        """One window's commands (``driver.attention.encode_window``): plain, or compacted."""
+        for c in encode_window(k, v, q, mode, head=head, compact=compact):
+            self.src.send_nowait(c)
 
     # ---- status -------------------------------------------------------------------------------
     def status(self) -> dict:
@@ -480,7 +394,16 @@ async def test_traces(dut):
         assert torch.equal(intops.attention(w["q"], w["k"], w["v"], w["mode"]), w["counts"]), \
             f"trace {w['layer']} head {w['head']}: golden model differs from the traced counts"
         env.pauses(*random_pause_levels(env.rng))
-        env.window(w["mode"], w["head"] % env.H, w["k"], w["v"], w["q"])
+        compact = bool(i % 2)  # alternate the plain and the compacted encodings
+        if compact:
+            await env.check("before a compact trace window")  # the previous window's beats are in
+            env.received = []
+        env.window(w["mode"], w["head"] % env.H, w["k"], w["v"], w["q"], compact=compact)
+        if compact:
+            await env.check(f"compact trace {w['layer']} t={w['t']} head {w['head']}")
+            got = decode_readout(env.received, w["q"].shape[0], dim, env.P, w["mode"])
+            env.received = None
+            assert torch.equal(got, w["counts"]), f"trace {w['layer']} head {w['head']}: compact read-out differs"
         used += 1
         if i % 8 == 7:
             await env.check(f"trace windows up to {w['layer']} t={w['t']} head {w['head']}")
@@ -539,8 +462,14 @@ async def test_errors(dut):
     await case("dim 0", ERR_DIM)
     env.config("dot", 0, env.D + 1, n)
     await case("dim D_MAX + 1", ERR_DIM)
-    env.config("dot", 0, env.D, 0)
-    await case("tokens 0", ERR_DIM)
+    env.config("hamming", 0, env.D, 2)                        # a V pair with one token left
+    env.kv(1, 1)
+    env.v_pair(1, 2)
+    await case("V pair past the window's tokens", ERR_COUNT)
+    if env.D > 1:
+        env.config("hamming", 0, env.D - 1, 4)                # a V pair's first v beyond dim
+        env.v_pair(1 << (env.D - 1), 1)
+        await case("V pair bit beyond dim", ERR_BITS)
     if env.N < 0xFFFF:
         env.config("dot", 0, env.D, env.N + 1)
         await case("tokens N_MAX + 1", ERR_DIM)
@@ -562,6 +491,38 @@ async def test_errors(dut):
     env.status_clear()
     await env.check("STATUS_CLEAR")
     assert env.status()["error"] == 0
+
+
+@cocotb.test(timeout_time=TEST_TIMEOUT_MS, timeout_unit="ms")
+async def test_compact(dut):
+    """Compacted windows (dropped / paired empty KV tokens, skip counts, constant requests, empty
+    windows): the beats decode (driver.attention.decode_readout) to intops.attention exactly."""
+    env = await new_env(dut, 19)
+    env.received = []
+    n = min(env.N, 20)
+    cases = []
+    for mode in ("dot", "hamming"):
+        for density in (0.0, 0.05, 0.2, 1.0):
+            for dim in sorted({1, env.D // 2 + 1, env.D} & set(range(1, env.D + 1))):
+                k, v, q = (spikes(env.trng, rows, dim, density) for rows in (n, n, 9))
+                v = spikes(env.trng, n, dim, 0.5)  # v spikes on k-empty tokens enter s_V (Hamming)
+                q[env.rng.randrange(9)] = 0
+                cases.append((mode, density, k, v, q))
+    for mode, density, k, v, q in cases:
+        env.pauses(*random_pause_levels(env.rng))
+        env.window(mode, env.rng.randrange(env.H), k, v, q, compact=True)
+        start = len(env.received)
+        await env.check(f"compact {mode} density {density} dim {k.shape[1]}")
+        got = decode_readout(env.received[start:], q.shape[0], k.shape[1], env.P, mode)
+        want = intops.attention(q, k, v, mode)
+        assert torch.equal(got, want), f"compact {mode} density {density}: decoded read-out differs"
+    # explicit empty windows: CONFIG with tokens = 0, then Q tokens at once
+    for mode in ("dot", "hamming"):
+        env.config(mode, 0, env.D, 0)
+        env.q(1, skip=3)
+        env.const_request()
+        env.q(0)
+        await env.check(f"empty {mode} window")
 
 
 @cocotb.test(timeout_time=TEST_TIMEOUT_MS, timeout_unit="ms")
@@ -602,6 +563,13 @@ async def test_cycle_model(dut):
         took = last[-1] - first[0] + 1  # cycles from the first command to the last beat, both included
         assert took == busy + 2, f"{mode}: first command to last beat {took} cycles, perf: busy + 2 = {busy + 2}"
         assert st["blocked_cycles"] == 0, st
+    for mode in ("dot", "hamming"):  # compacted windows: perf.attention_cycles(..., compact=True)
+        k, v, q = (spikes(env.trng, rows, env.D, 0.05) for rows in (n, n, 7))
+        busy0 = env.model.busy_cycles
+        env.window(mode, 0, k, v, q, compact=True)
+        await env.check(f"{mode} compact back to back")
+        want = perf.attention_cycles(k, v, q, env.D, env.P, mode, compact=True)["busy"]
+        assert env.model.busy_cycles - busy0 == want, (env.model.busy_cycles - busy0, want)
     # the same with random idle / backpressure: busy cycles unchanged, stalls go to starved / blocked
     env.pauses(0.3, 4, 0.5, 6)
     k, v, q = (spikes(env.trng, rows, env.D, 0.3) for rows in (n, n, 5))

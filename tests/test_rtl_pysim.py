@@ -15,6 +15,7 @@ from amaranth.back import verilog
 from amaranth.hdl import Module, Mux, Signal
 from amaranth.sim import Simulator
 
+from driver.attention import decode_readout, encode_window
 from golden_model import intops, perf
 from rtl.attention import (
     ERR_BITS,
@@ -29,6 +30,7 @@ from rtl.attention import (
     AttentionEngine,
 )
 from rtl.requant_lif import RequantLIF
+from sim.attention_model import EngineModel
 from sim.pysim_streams import Gaps, stream_get, stream_put
 
 MODES = ("dot", "hamming")
@@ -47,80 +49,39 @@ def int_to_bits(x: int, n: int) -> list[int]:
 
 
 class EngineRef:
-    """What the engine must do for a command sequence: outputs, status, busy cycles (docs/attention_engine.md)."""
+    """Builds command dicts and applies them to the shared reference model (sim.attention_model)."""
 
     def __init__(self, dim_max: int, lanes: int, max_tokens: int, heads: int):
-        self.D, self.P, self.N, self.H = dim_max, lanes, max_tokens, heads
-        self.state = "none"
-        self.error, self.code = 0, 0
-        self.busy = self.spikes = self.acc_ops = 0
-        self.beats: list[tuple[list[int], int, int]] = []
+        self.model = EngineModel(dim_max, lanes, max_tokens, heads)
+        self.beats: list[dict] = []
 
-    def _err(self, code: int) -> None:
-        self.error, self.code, self.state = 1, code, "broken"
+    def _do(self, cmd: dict) -> dict:
+        self.beats += [beat for beat, _ in self.model.command(cmd)]
+        return cmd
+
+    error = property(lambda self: self.model.error)
+    code = property(lambda self: self.model.error_code)
+    busy = property(lambda self: self.model.busy_cycles)
+    spikes = property(lambda self: self.model.spikes)
+    acc_ops = property(lambda self: self.model.acc_ops)
 
     def config(self, head: int, dim: int, tokens: int, mode: str) -> dict:
-        self.busy += 1
-        if head >= self.H:
-            self._err(ERR_HEAD)
-        elif not (1 <= dim <= self.D and 1 <= tokens <= self.N):
-            self._err(ERR_DIM)
-        else:
-            self.state, self.error, self.code = "open", 0, 0
-            self.dim, self.tokens, self.mode, self.ks, self.vs = dim, tokens, mode, [], []
-            self.g = -(-dim // self.P)
-        return {"op": OP_CONFIG, "head": head, "dim": dim, "tokens": tokens, "mode": MODES.index(mode)}
+        return self._do({"op": OP_CONFIG, "head": head, "dim": dim, "tokens": tokens, "mode": MODES.index(mode)})
 
     def kv(self, k: int, v: int) -> dict:
-        cmd = {"op": OP_KV, "a": k, "b": v}
-        if self.state == "none":
-            self._err(ERR_NO_WINDOW)
-        elif self.state == "full":
-            self._err(ERR_COUNT)
-        elif self.state == "open":
-            if (k | v) >> self.dim:
-                self._err(ERR_BITS)
-            else:
-                self.ks.append(k)
-                self.vs.append(v)
-                pc = bin(k).count("1")
-                self.busy += max(1, self.g * pc) - 1
-                self.spikes += pc
-                self.acc_ops += self.P * self.g * pc
-                if len(self.ks) == self.tokens:
-                    self.state = "full"
-        self.busy += 1
-        return cmd
+        return self._do({"op": OP_KV, "a": k, "b": v})
 
-    def q(self, q: int) -> dict:
-        cmd = {"op": OP_Q, "a": q}
-        if self.state == "none":
-            self._err(ERR_NO_WINDOW)
-        elif self.state == "open":
-            self._err(ERR_NO_WINDOW if not self.ks else ERR_COUNT)
-        elif self.state == "full":
-            if q >> self.dim:
-                self._err(ERR_BITS)
-            else:
-                pc = bin(q).count("1")
-                self.busy += self.g * max(1, pc) - 1
-                self.spikes += pc
-                self.acc_ops += self.P * self.g * pc
-                d = self.dim
-                kt = torch.tensor([int_to_bits(x, d) for x in self.ks], dtype=torch.int8)
-                vt = torch.tensor([int_to_bits(x, d) for x in self.vs], dtype=torch.int8)
-                qt = torch.tensor([int_to_bits(q, d)], dtype=torch.int8)
-                o = intops.attention_readout(qt, *intops.attention_kv(kt, vt), self.mode)[0].tolist()
-                o += [0] * (self.g * self.P - d)
-                for g in range(self.g):
-                    self.beats.append((o[g * self.P:(g + 1) * self.P], g, int(g == self.g - 1)))
-        self.busy += 1
-        return cmd
+    def v_pair(self, v0: int, v1: int) -> dict:
+        return self._do({"op": OP_KV, "mode": 1, "a": v0, "b": v1})
+
+    def q(self, q: int, skip: int = 0) -> dict:
+        return self._do({"op": OP_Q, "a": q, "skip": skip})
+
+    def const_request(self) -> dict:
+        return self._do({"op": OP_Q, "mode": 1})
 
     def status_clear(self) -> dict:
-        self.busy += 1
-        self.state, self.error, self.code = "none", 0, 0
-        return {"op": OP_STATUS_CLEAR}
+        return self._do({"op": OP_STATUS_CLEAR})
 
 
 def random_spikes(rng: random.Random, n: int, dim: int, density: float) -> list[int]:
@@ -168,10 +129,11 @@ def run_engine(eng: AttentionEngine, ref: EngineRef, cmds: list, *, seed: int, g
 
     async def consumer(ctx):
         gaps = Gaps(backpressure, 5, seed + 1)
-        for n, (lanes, group, last) in enumerate(expected):
+        for n, want in enumerate(expected):
             beat = await stream_get(ctx, eng.out, gaps)
-            got = ([int(x) for x in beat.data], int(beat.group), int(beat.last))
-            assert got == (lanes, group, last), f"beat {n}: got {got}, expected {(lanes, group, last)}"
+            got = {"data": [int(x) for x in beat.data], "group": int(beat.group), "last": int(beat.last),
+                   "skip": int(beat.skip), "const": int(beat.const)}
+            assert got == want, f"beat {n}: got {got}, expected {want}"
             result["last_beat"] = ctx.get(cycles)
         # drain: no extra beat, engine idle
         for _ in range(4):
@@ -230,6 +192,31 @@ def test_attention_exact(dim_max, lanes, max_tokens, heads):
                seed=seed, gap=0.3, backpressure=0.4)
 
 
+@pytest.mark.parametrize("dim_max,lanes", [(8, 8), (16, 4)])
+def test_attention_compact(dim_max, lanes):
+    """Compacted windows (driver.attention.encode_window): beats == model, decoded == intops.attention."""
+    rng = random.Random(dim_max + lanes)
+    gen = torch.Generator().manual_seed(dim_max)
+    ref = EngineRef(dim_max, lanes, 64, 1)
+    cmds: list = []
+    checks = []
+    for mode in MODES:
+        for density in (0.0, 0.05, 0.3, 1.0):
+            dim = rng.choice([dim_max, rng.randint(1, dim_max)])
+            n, m = rng.randint(1, 9), rng.randint(1, 9)
+            k, q = ((torch.rand(r, dim, generator=gen) < density).to(torch.int8) for r in (n, m))
+            v = (torch.rand(n, dim, generator=gen) < 0.5).to(torch.int8)
+            start = len(ref.beats)
+            for c in encode_window(k, v, q, mode, compact=True):
+                cmds.append((ref._do(c), (ref.error, ref.code)))
+            checks.append((ref.beats[start:], q, k, v, mode, dim))
+    for beats, q, k, v, mode, dim in checks:
+        got = decode_readout(beats, q.shape[0], dim, lanes, mode)
+        assert torch.equal(got, intops.attention(q, k, v, mode)), (mode, dim)
+    run_engine(AttentionEngine(dim_max=dim_max, lanes=lanes, max_tokens=64), ref, cmds, seed=dim_max, gap=0.3,
+               backpressure=0.4)
+
+
 def test_attention_cycles_match_model_without_gaps():
     """Back to back commands, always-ready sink: busy = model, no stall, elapsed = busy + latency."""
     d, p = 16, 4
@@ -273,8 +260,8 @@ def test_attention_errors_and_recovery():
     add(ref.status_clear())
     add(ref.kv(0b1, 0b1))                             # no window after STATUS_CLEAR: 4
     add(ref.status_clear())
-    for head, dim, tokens, code in ((0, 0, 3, ERR_DIM), (0, 17, 3, ERR_DIM), (0, 4, 0, ERR_DIM),
-                                    (0, 4, 65, ERR_DIM), (2, 4, 3, ERR_HEAD), (200, 0, 0, ERR_HEAD)):
+    for head, dim, tokens, code in ((0, 0, 3, ERR_DIM), (0, 17, 3, ERR_DIM), (0, 4, 65, ERR_DIM),
+                                    (2, 4, 3, ERR_HEAD), (200, 0, 0, ERR_HEAD)):
         add(ref.config(head, dim, tokens, "dot"))
         assert ref.code == code
         add(ref.kv(0b1, 0b1))                         # dropped in the broken window
@@ -295,6 +282,16 @@ def test_attention_errors_and_recovery():
     add(ref.q(0b11))                                  # exact
     add(ref.q(1 << 10))                               # q bit above dim: 5
     add(ref.q(0b11))                                  # dropped
+    add(ref.config(0, 10, 2, "hamming"))
+    add(ref.kv(0b1, 0b1))
+    add(ref.v_pair(0b1, 0b11))                        # a V pair past the window's tokens: 1
+    assert ref.code == ERR_COUNT
+    add(ref.config(0, 10, 3, "hamming"))
+    add(ref.v_pair(0b1, 1 << 11))                     # a V pair's v beyond dim: 5
+    assert ref.code == ERR_BITS
+    add(ref.config(0, 10, 3, "dot"))
+    add(ref.const_request())                          # constant request before the KV tokens: 4
+    assert ref.code == ERR_NO_WINDOW
     add_window(ref, cmds, rng, dim=16, tokens=4, n_q=2, mode="hamming", density=0.5, head=1)  # recovery
     assert ref.error == 0
     run_engine(AttentionEngine(dim_max=d, lanes=p, max_tokens=n, heads=h), ref, cmds, seed=5, gap=0.3,
