@@ -86,13 +86,15 @@ def cmd_layout(dim_max: int) -> data.StructLayout:
 
 def out_layout(dim_max: int, lanes: int, max_tokens: int) -> data.StructLayout:
     """Output beat: ``P`` signed read-out lanes, the column group, the token's last-beat flag, the
-    token's ``skip`` count (constant tokens elided before it) and ``const`` (a window-constant beat)."""
+    token's ``skip`` count (constant tokens elided before it), ``const`` (a window-constant beat)
+    and the ``head`` of the window it belongs to."""
     return data.StructLayout({
         "data": data.ArrayLayout(signed(out_width(dim_max, max_tokens)), lanes),
         "group": range(dim_max // lanes),
         "last": 1,
         "skip": 16,
         "const": 1,
+        "head": 8,
     })
 
 
@@ -245,6 +247,7 @@ class AttentionEngine(wiring.Component):
         b_mode = Signal(1)
         b_skip = Signal(16)
         b_const = Signal(1)
+        b_head = Signal(range(NH))
         acc = Signal(data.ArrayLayout(signed(OUT_W), P))
 
         # output register (out.valid / out.payload) plus one skid register: B stalls only when the
@@ -389,7 +392,7 @@ class AttentionEngine(wiring.Component):
                 b_valid.eq(issue), b_read.eq(cur_read), b_addr.eq(addr), b_i.eq(idx), b_g.eq(cur_g),
                 b_vs.eq(group_slice(cur_v, cur_g)), b_setvalid.eq(g_last), b_first.eq(cur_first),
                 b_last.eq(i_last), b_tlast.eq(i_last & g_last), b_nz.eq(cur_nz), b_mode.eq(w_mode),
-                b_skip.eq(cur_skip), b_const.eq(cur_const),
+                b_skip.eq(cur_skip), b_const.eq(cur_const), b_head.eq(w_head),
             ]
         with m.If(issue):
             m.d.sync += [a_q.eq(cur_q), a_v.eq(cur_v), a_read.eq(cur_read), a_nz.eq(cur_nz),
@@ -430,7 +433,7 @@ class AttentionEngine(wiring.Component):
 
         beat = Signal.like(self.out.payload)
         m.d.comb += [beat.data.eq(nxt), beat.group.eq(b_g), beat.last.eq(b_tlast), beat.skip.eq(b_skip),
-                     beat.const.eq(b_const)]
+                     beat.const.eq(b_const), beat.head.eq(b_head)]
         new_beat = Signal(1)
         m.d.comb += new_beat.eq(emit & ~stall)
         with m.If(b_valid & b_read & ~b_last & ~stall):

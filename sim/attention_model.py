@@ -129,7 +129,8 @@ class EngineModel:
         if not mode:
             self.q_index += 1
         return [({"data": o[g * self.P:(g + 1) * self.P], "group": g, "last": int(g == self.groups - 1),
-                  "skip": skip, "const": int(bool(mode))}, f"{ctx} group {g}") for g in range(self.groups)]
+                  "skip": skip, "const": int(bool(mode)), "head": self.head}, f"{ctx} group {g}")
+                for g in range(self.groups)]
 
     def _count(self, k_pop=(), q_pop=(), v_pairs: int = 0, const_requests: int = 0) -> None:
         cyc = attention_cycles_from_popcounts(k_pop, q_pop, self.dim, self.P, config=False, v_pairs=v_pairs,

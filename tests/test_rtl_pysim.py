@@ -132,7 +132,7 @@ def run_engine(eng: AttentionEngine, ref: EngineRef, cmds: list, *, seed: int, g
         for n, want in enumerate(expected):
             beat = await stream_get(ctx, eng.out, gaps)
             got = {"data": [int(x) for x in beat.data], "group": int(beat.group), "last": int(beat.last),
-                   "skip": int(beat.skip), "const": int(beat.const)}
+                   "skip": int(beat.skip), "const": int(beat.const), "head": int(beat.head)}
             assert got == want, f"beat {n}: got {got}, expected {want}"
             result["last_beat"] = ctx.get(cycles)
         # drain: no extra beat, engine idle
@@ -314,6 +314,14 @@ def test_attention_converts_to_verilog(dim_max, lanes):
         assert port in text
 
 
+def test_parallel_heads_converts_to_verilog():
+    from rtl.attention_heads import ParallelHeads
+
+    text = verilog.convert(ParallelHeads(units=2, heads=4, dim_max=8, lanes=4, max_tokens=64), name="parallel_heads")
+    for port in ("cmd__payload", "out__payload", "status__0__busy_cycles", "status__1__acc_ops"):
+        assert port in text
+
+
 # --------------------------------------------------------------------------------------------
 # Requant + LIF
 # --------------------------------------------------------------------------------------------
@@ -484,3 +492,83 @@ def test_requant_lif_throughput_and_latency():
 def test_requant_lif_converts_to_verilog():
     text = verilog.convert(RequantLIF(lanes=4, groups=2, neurons=8), name="requant_lif")
     assert "inp__payload" in text and "param__data" in text
+
+
+# --------------------------------------------------------------------------------------------
+# Heads in parallel (rtl/attention_heads.py)
+# --------------------------------------------------------------------------------------------
+
+
+def _interleaved_windows(rng: random.Random, gen: torch.Generator, heads: list[int], dim: int, compact: bool):
+    """Commands of one window per head, the heads' KV and then Q commands interleaved round robin."""
+    per_head = []
+    for h in heads:
+        mode = rng.choice(MODES)
+        k, v, q = ((torch.rand(n, dim, generator=gen) < 0.3).to(torch.int8) for n in (6, 6, 5))
+        per_head.append([dict(c, head=h) for c in encode_window(k, v, q, mode, head=h, compact=compact)])
+    cmds = [c[0] for c in per_head]  # the CONFIGs
+    kvs = [[c for c in cs[1:] if c["op"] == OP_KV] for cs in per_head]
+    qs = [[c for c in cs[1:] if c["op"] == OP_Q] for cs in per_head]
+    for group in (kvs, qs):
+        for i in range(max(len(x) for x in group)):
+            cmds += [x[i] for x in group if i < len(x)]
+    return cmds
+
+
+@pytest.mark.parametrize("units,gap,backpressure", [(2, 0.0, 0.0), (4, 0.3, 0.4)])
+def test_parallel_heads(units, gap, backpressure):
+    """Every unit's beats equal the reference model's for its heads, in order; counters per unit exact;
+    with no gaps the interleaved heads overlap (elapsed cycles < the units' busy cycles summed)."""
+    from rtl.attention_heads import ParallelHeads
+
+    d, p, n, hpu = 8, 4, 64, 2
+    rng = random.Random(units)
+    gen = torch.Generator().manual_seed(units)
+    dut = ParallelHeads(units=units, heads=units * hpu, dim_max=d, lanes=p, max_tokens=n)
+    cmds = []
+    for rnd in range(3):
+        heads = [u + units * rng.randrange(hpu) for u in range(units)]  # one window per unit at a time
+        cmds += _interleaved_windows(rng, gen, heads, d, compact=bool(rnd % 2))
+    models = [EngineModel(d, p, n, hpu) for _ in range(units)]
+    expected: list[list[dict]] = [[] for _ in range(units)]
+    for c in cmds:
+        u = c["head"] % units
+        for beat, _ in models[u].command(dict(c, head=c["head"] // units)):
+            expected[u].append(dict(beat, head=beat["head"] * units + u))
+    total = sum(len(e) for e in expected)
+    got: list[list[dict]] = [[] for _ in range(units)]
+    result = {}
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+
+    async def producer(ctx):
+        gaps = Gaps(gap, 3, units)
+        for c in cmds:
+            await stream_put(ctx, dut.cmd, c, gaps)
+
+    async def consumer(ctx):
+        gaps = Gaps(backpressure, 4, units + 1)
+        for _ in range(total):
+            beat = await stream_get(ctx, dut.out, gaps)
+            b = {"data": [int(x) for x in beat.data], "group": int(beat.group), "last": int(beat.last),
+                 "skip": int(beat.skip), "const": int(beat.const), "head": int(beat.head)}
+            got[b["head"] % units].append(b)
+        for _ in range(6):
+            await ctx.tick()
+        assert not ctx.get(dut.out.valid), "unexpected extra output beat"
+        for u in range(units):
+            st = dut.status[u]
+            result[u] = {k: ctx.get(getattr(st, k)) for k in ("busy_cycles", "starved_cycles", "blocked_cycles",
+                                                             "spikes", "acc_ops", "error")}
+        result["elapsed"] = result[0]["busy_cycles"] + result[0]["starved_cycles"] + result[0]["blocked_cycles"]
+
+    sim.add_testbench(producer)
+    sim.add_testbench(consumer)
+    sim.run()
+    for u in range(units):
+        assert got[u] == expected[u], f"unit {u}: beats differ"
+        assert result[u]["error"] == models[u].error == 0
+        assert (result[u]["busy_cycles"], result[u]["spikes"], result[u]["acc_ops"]) == (
+            models[u].busy_cycles, models[u].spikes, models[u].acc_ops), f"unit {u} counters"
+    if gap == 0 and backpressure == 0:
+        assert result["elapsed"] < sum(m.busy_cycles for m in models), "the heads did not overlap"
