@@ -338,12 +338,14 @@ class AttentionEngine(wiring.Component):
             with m.If(w_kv + 1 + pair == w_tokens):
                 m.d.sync += w_state.eq(_W_FULL)
             coef = Signal(signed(8))           # dim - 2 popcount(k): dim for a k-empty token
-            m.d.comb += coef.eq(Mux(pair, w_dim, w_dim - 2 * pc_a))
+            coef2 = Signal(signed(9))          # a pair with both v_j set adds the coefficient twice
+            m.d.comb += [coef.eq(Mux(pair, w_dim, w_dim - 2 * pc_a)), coef2.eq(w_dim * 2)]
             for j in range(D):
                 va = pair & cmd.a[j]           # the pair's first v
+                vb = cmd.b[j]
                 m.d.sync += [
-                    s_v[j].eq(s_v[j] + cmd.b[j] + va),
-                    negc[j].eq(negc[j] + Mux(cmd.b[j], coef, 0) + Mux(va, coef, 0)),
+                    s_v[j].eq(s_v[j] + Cat(vb ^ va, vb & va)),
+                    negc[j].eq(negc[j] + Mux(vb & va, coef2, Mux(vb | va, coef, 0))),
                 ]
 
         # ---- step generation --------------------------------------------------------------
