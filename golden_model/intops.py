@@ -86,6 +86,8 @@ def linear_int8(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     x2 = x.reshape(-1, x.shape[-1])
     if x2.shape[0] == 0:
         return torch.zeros(*lead, weight.shape[0], dtype=ACC_DTYPE)
+    if weight.shape[1] == 1:  # torch._int_mm returns garbage for an inner dimension of 1 (CPU, torch 2.13)
+        return (x2.to(ACC_DTYPE) * weight.t().to(ACC_DTYPE)).reshape(*lead, weight.shape[0])
     return torch._int_mm(x2.contiguous(), weight.t()).reshape(*lead, weight.shape[0])
 
 

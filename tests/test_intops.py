@@ -179,3 +179,10 @@ def test_shortcut_saturates():
     x = torch.tensor([32000, -32000, 5], dtype=torch.int32)
     y = torch.tensor([1000, -1000, -7], dtype=torch.int32)
     assert intops.shortcut(x, y).tolist() == [32767, -32768, -2]
+
+
+def test_linear_int8_fan_in_one():
+    """C_in = 1 (torch._int_mm is wrong on CPU for an inner dimension of 1): still the exact sum."""
+    x = torch.randint(-128, 128, (17, 1), dtype=torch.int8)
+    w = torch.randint(-128, 128, (24, 1), dtype=torch.int8)
+    assert torch.equal(intops.linear_int8(x, w), (x.long() @ w.long().t()).int())
