@@ -31,7 +31,7 @@ def tests(session: nox.Session) -> None:
 def rtl(session: nox.Session) -> None:
     """RTL tests: Amaranth pysim, and cocotb testbenches on Verilator (builds cached in sim_build/)."""
     session.run(sys.executable, "-m", "pytest", "-q", "tests/test_rtl_cocotb.py", "tests/test_rtl_pysim.py",
-                *session.posargs, env={"PYTHONWARNINGS": "error::DeprecationWarning"})
+                "tests/test_spike_accum.py", "tests/test_spike_accum_cocotb.py", *session.posargs, env={"PYTHONWARNINGS": "error::DeprecationWarning"})
 
 
 @nox.session
