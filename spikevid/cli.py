@@ -11,6 +11,7 @@ COMMAND_MODULES = (
     "spikevid.cmd_energy",
     "spikevid.cmd_train",
     "spikevid.cmd_golden",
+    "spikevid.cmd_run",
 )
 
 

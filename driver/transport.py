@@ -1,0 +1,129 @@
+"""Byte transports for :class:`driver.protocol.Device`: the in-process emulator and a serial port.
+
+A transport moves raw bytes; framing, tags and CRCs are :mod:`driver.protocol`'s business.
+
+* :class:`Transport`: the interface: ``write(data)``, ``read(n, timeout)`` (exactly ``n`` bytes or
+  :class:`~driver.protocol.TransportTimeout`; bytes received before a timeout stay buffered for the
+  next read), ``reset_input()``, ``close()``; a context manager.
+* :class:`EmulatorTransport`: written bytes go straight into a :class:`driver.emulator.Emulator`,
+  its responses are read back. The emulator answers synchronously, so a read that the buffered
+  responses cannot satisfy times out at once (nothing more can arrive without a write).
+* :class:`SerialTransport`: a UART through pyserial (``serial.Serial``), e.g. a board's bridge.
+"""
+
+from __future__ import annotations
+
+import time
+
+from driver.protocol import TransportTimeout
+
+__all__ = ["Transport", "EmulatorTransport", "SerialTransport", "TransportTimeout"]
+
+
+class Transport:
+    """Byte pipe to a device. Subclasses implement :meth:`write` and :meth:`read`."""
+
+    closed = False
+
+    def write(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def read(self, n: int, timeout: float) -> bytes:
+        """Exactly ``n`` bytes within ``timeout`` seconds, else :class:`TransportTimeout`."""
+        raise NotImplementedError
+
+    def reset_input(self) -> None:
+        """Discard every byte received and not yet read."""
+
+    def close(self) -> None:
+        self.closed = True
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ValueError(f"I/O operation on a closed {type(self).__name__}")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class EmulatorTransport(Transport):
+    """In-process transport to an :class:`driver.emulator.Emulator` (``feed`` / ``read_output``).
+
+    :meth:`close` closes the emulator's input stream (a partial frame is answered ``ERR_TRUNCATED``)."""
+
+    def __init__(self, emulator):
+        self.emulator = emulator
+        self._buf = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self._check_open()
+        self.emulator.feed(bytes(data))
+        self._buf += self.emulator.read_output()
+
+    def read(self, n: int, timeout: float) -> bytes:
+        self._check_open()
+        self._buf += self.emulator.read_output()
+        if len(self._buf) < n:
+            raise TransportTimeout(f"the emulator has sent {len(self._buf)} of the {n} bytes expected")
+        out = bytes(self._buf[:n])
+        del self._buf[:n]
+        return out
+
+    def reset_input(self) -> None:
+        self.emulator.read_output()
+        self._buf.clear()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.emulator.close_stream()
+        super().close()
+
+
+class SerialTransport(Transport):
+    """A serial port through pyserial: ``SerialTransport("/dev/ttyUSB1", baudrate=115200)``.
+
+    ``write_timeout`` (seconds) bounds a blocked write (:class:`TransportTimeout`); further keyword
+    arguments go to ``serial.Serial`` (``bytesize``, ``parity``, ``rtscts`` ...). The port opens 8N1,
+    no flow control, unless told otherwise."""
+
+    def __init__(self, port: str, baudrate: int = 115200, *, write_timeout: float = 5.0, **kw):
+        import serial
+
+        self._serial_mod = serial
+        self.port = port
+        self.serial = serial.Serial(port, baudrate=baudrate, timeout=0, write_timeout=write_timeout, **kw)
+        self._buf = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self._check_open()
+        try:
+            self.serial.write(bytes(data))
+            self.serial.flush()
+        except self._serial_mod.SerialTimeoutException as e:
+            raise TransportTimeout(f"{self.port}: write of {len(data)} bytes timed out") from e
+
+    def read(self, n: int, timeout: float) -> bytes:
+        self._check_open()
+        deadline = time.monotonic() + max(0.0, timeout)
+        while len(self._buf) < n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TransportTimeout(f"{self.port}: {len(self._buf)} of {n} bytes within {timeout:g} s")
+            self.serial.timeout = left
+            self._buf += self.serial.read(n - len(self._buf))
+        out = bytes(self._buf[:n])
+        del self._buf[:n]
+        return out
+
+    def reset_input(self) -> None:
+        self._check_open()
+        self._buf.clear()
+        self.serial.reset_input_buffer()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.serial.close()
+        super().close()

@@ -1,0 +1,114 @@
+"""driver.program + driver.run: whole tiny models through the protocol (golden emulator), bit-exact."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from driver.emulator import Emulator, EmulatorConfig
+from driver.program import ModelDoesNotFit, compile_model, pack_weight_rows
+from driver.protocol import Device, TransportTimeout
+from driver.run import run
+from driver.transport import EmulatorTransport, Transport
+from golden_model.intlayers import Tracer
+from golden_model.pipeline import load_golden
+from golden_model.train import test_split
+from spikevid.cli import main
+
+MODELS = ("svformer-tiny", "spikevideoformer-tiny")
+
+
+@pytest.fixture(scope="module", params=MODELS)
+def golden(request):
+    return load_golden(request.param)
+
+
+def _clips(g, n: int) -> torch.Tensor:
+    clips, _ = test_split(g.meta, size=n).batch(slice(0, n))
+    return g.int_model.quantize_clip(clips)
+
+
+def _device(**cfg) -> Device:
+    return Device(EmulatorTransport(Emulator(EmulatorConfig(**cfg))), timeout=2.0)
+
+
+def test_pack_weight_rows_layout():
+    w = torch.arange(5 * 3, dtype=torch.int8).reshape(5, 3)  # (C_out, K)
+    rows = pack_weight_rows(w, 2, 1, 5)                        # channels 1..4, G = 2
+    for i in range(3):
+        for g in range(2):
+            for lane in range(2):
+                assert rows[i * 2 + g, lane] == w[1 + g * 2 + lane, i]
+
+
+def test_whole_model_bit_exact(golden):
+    """Logits and every offloaded layer's output (spikes, requant outputs) equal the golden model's."""
+    x = _clips(golden, 2)
+    dev = _device()
+    prog = compile_model(golden.int_model, dev.info())
+    want_tr, got_tr = Tracer(), Tracer()
+    want = golden.int_model(x, want_tr)
+    res = run(prog, x, dev, progress=False, tracer=got_tr)
+    assert torch.equal(res.logits, want)
+    assert got_tr.keys(), "no offloaded layer recorded anything"
+    for key in got_tr.keys():
+        assert torch.equal(got_tr[key], want_tr[key]), key
+    kinds = {p.kind for p in prog.plans.values()}
+    assert {"lif", "attention"} <= kinds and kinds & {"linear", "conv"}
+    assert sum(s.counters.get("linear_busy", 0) for s in res.layers) > 0
+    assert sum(s.counters.get("attention_busy", 0) for s in res.layers) > 0
+
+
+def test_tiled_on_a_small_device(golden):
+    """Small memories and frames force output-channel tiles, split fan-ins, membrane tiles, many frames."""
+    x = _clips(golden, 1)
+    dev = _device(lanes=4, in_max=100, weight_rows=600, param_channels=40, membrane_rows=300, max_payload=600)
+    prog = compile_model(golden.int_model, dev.info())
+    assert any(len(p.tiles) > 1 for p in prog.plans.values())
+    assert any(t.k_hi - t.k_lo < p.c_in for p in prog.plans.values() for t in p.tiles)
+    res = run(prog, x, dev, progress=False)
+    assert torch.equal(res.logits, golden.int_model(x))
+
+
+def test_model_that_does_not_fit(golden):
+    dev = _device(lanes=4, in_max=8, weight_rows=4)
+    with pytest.raises(ModelDoesNotFit, match="weight rows"):
+        compile_model(golden.int_model, dev.info())
+
+
+def test_bad_clips_rejected_before_sending(golden):
+    dev = _device()
+    prog = compile_model(golden.int_model, dev.info())
+    x = _clips(golden, 1)
+    dev.clear_counters()
+    for bad in (x.float(), x[:, :, :-1], x[:, :2], x.to(torch.int32), x.numpy()):
+        with pytest.raises((TypeError, ValueError)):
+            run(prog, bad, dev, progress=False)
+    assert dev.counters()["frames"] == 1  # only this COUNTERS request since the clear
+
+
+class _Silent(Transport):
+    """A transport whose device never answers."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def read(self, n: int, timeout: float) -> bytes:
+        raise TransportTimeout(f"no answer within {timeout} s")
+
+
+def test_silent_transport_times_out(golden):
+    info = _device().info()
+    prog = compile_model(golden.int_model, info)
+    dev = Device(_Silent(), timeout=0.05)
+    with pytest.raises(TransportTimeout):
+        run(prog, _clips(golden, 1), dev, progress=False)
+
+
+def test_cli_run_json(capsys):
+    assert main(["run", "--model", "svformer-tiny", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["logits_equal_golden"] is True and out["transport"] == "emulator"
+    assert out["layers"] and sum(r["cycles"] for r in out["layers"]) > 0
