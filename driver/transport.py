@@ -17,7 +17,7 @@ import time
 
 from driver.protocol import TransportTimeout
 
-__all__ = ["Transport", "EmulatorTransport", "SerialTransport", "TransportTimeout"]
+__all__ = ["Transport", "EmulatorTransport", "SerialTransport", "VerilatorTransport", "TransportTimeout"]
 
 
 class Transport:
@@ -127,3 +127,75 @@ class SerialTransport(Transport):
         if not self.closed:
             self.serial.close()
         super().close()
+
+
+class VerilatorTransport(Transport):
+    """A Verilator model of a byte-stream component (``sim.byte_model.build_byte_model``) run as a
+    subprocess: request bytes go to its stdin, response bytes come from its stdout. No Python runs
+    per simulated cycle. After :meth:`close`, :attr:`cycles` holds the clock cycles it simulated."""
+
+    def __init__(self, binary, *, args: tuple[str, ...] = ()):
+        import subprocess
+
+        self.binary = str(binary)
+        self.proc = subprocess.Popen([self.binary, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, bufsize=0)
+        self._buf = bytearray()
+        self.cycles: int | None = None
+        self.stderr = ""
+
+    def write(self, data: bytes) -> None:
+        self._check_open()
+        try:
+            self.proc.stdin.write(bytes(data))
+        except BrokenPipeError as e:
+            raise TransportTimeout(f"the Verilator model {self.binary} exited "
+                                   f"(code {self.proc.poll()}): {self._stderr_tail()}") from e
+
+    def read(self, n: int, timeout: float) -> bytes:
+        import os
+        import select
+
+        self._check_open()
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        while len(self._buf) < n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TransportTimeout(f"{len(self._buf)} of {n} bytes from the Verilator model within {timeout} s")
+            ready, _, _ = select.select([fd], [], [], left)
+            if ready:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    raise TransportTimeout(f"the Verilator model exited after {len(self._buf)} of {n} bytes "
+                                           f"(code {self.proc.poll()}): {self._stderr_tail()}")
+                self._buf += chunk
+        out = bytes(self._buf[:n])
+        del self._buf[:n]
+        return out
+
+    def reset_input(self) -> None:
+        self._buf.clear()
+
+    def _stderr_tail(self) -> str:
+        try:
+            return self.proc.stderr.read().decode(errors="replace")[-2000:] if self.proc.poll() is not None else ""
+        except (OSError, ValueError):
+            return ""
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        super().close()
+        import subprocess
+
+        try:
+            _, err = self.proc.communicate(timeout=60)  # closes stdin: the model drains and exits
+        except (subprocess.TimeoutExpired, OSError, ValueError):
+            self.proc.kill()
+            err = self.proc.stderr.read() if self.proc.stderr else b""
+            self.proc.wait()
+        self.stderr = err.decode(errors="replace")
+        for line in self.stderr.splitlines():
+            if line.startswith("cycles "):
+                self.cycles = int(line.split()[1])
