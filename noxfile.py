@@ -36,9 +36,11 @@ def rtl(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Golden-model inference time per clip; attention-engine cycles and utilisation (see BENCHMARKS.md)."""
+    """Golden-model inference time per clip; attention-engine cycles and utilisation; whole tiny models
+    through the accelerator protocol (see BENCHMARKS.md)."""
     session.run(sys.executable, "-m", "benchmarks.golden_speed", *session.posargs)
     session.run(sys.executable, "-m", "benchmarks.attention_engine")
+    session.run(sys.executable, "-m", "benchmarks.accelerator_run", "--transport", "emulator")
 
 
 @nox.session
