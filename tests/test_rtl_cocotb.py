@@ -96,6 +96,15 @@ def test_attention_engine(engine_build, trace_windows_file):
     run_cocotb("sim.tb_attention", engine_build, extra_env={"SPIKEVID_TB_TRACES": str(trace_windows_file)})
 
 
+def test_parallel_heads(trace_windows_file):
+    """sim/tb_parallel_heads.py: two attention engines behind one stream, heads interleaved, on Verilator."""
+    from rtl.attention_heads import ParallelHeads
+
+    params = {"units": 2, "heads": 4, "dim_max": 16, "lanes": 8, "max_tokens": 256}
+    b = build("parallel_heads", lambda: ParallelHeads(**params), params)
+    run_cocotb("sim.tb_parallel_heads", b, extra_env={"SPIKEVID_TB_TRACES": str(trace_windows_file)})
+
+
 # --------------------------------------------------------------------------------------------
 # Requant + LIF unit (rtl/requant_lif.py, sim/tb_requant_lif.py)
 # --------------------------------------------------------------------------------------------
