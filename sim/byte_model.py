@@ -40,6 +40,7 @@ def build_byte_model(name: str, make_component: Callable[[], object] | object,
     ports = _ports(component)
     missing = {"rx__valid", "rx__ready", "rx__payload", "tx__valid", "tx__ready", "tx__payload"} - ports
     if missing:
+        component._MustUse__silence = True  # rejected, never elaborated: no "created but never used" warning
         raise ValueError(f"{name}: not a byte-stream component, missing ports {sorted(missing)}")
     toplevel = f"{name}_top"
     text = to_verilog(component, toplevel)

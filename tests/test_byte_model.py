@@ -61,7 +61,6 @@ def test_timeout_and_cached_build(echo_binary):
         assert t.read(1, timeout=0.1) == b"\x5b"
 
 
-@pytest.mark.filterwarnings("ignore:.*created but never used")
 def test_not_a_byte_stream_component():
     from rtl.attention import AttentionEngine
 
