@@ -1,0 +1,1136 @@
+"""Accelerator top: the host protocol v1 (``docs/protocol.md``) on a byte stream, the engines behind it.
+
+``docs/accelerator.md`` is the prose version of this module (block diagram, op timing, resources);
+``driver.emulator`` is the byte-level reference it is held to (``sim/tb_accelerator.py``).
+
+Blocks (one ``sync`` domain, one byte per cycle on each side):
+
+* :class:`FrameReceiver` hunts for the sync byte ``0xA5``, reads the header, writes the payload into
+  the byte-wide **frame buffer**, keeps the first :data:`HEAD_BYTES` payload bytes (an op's header)
+  in registers, checks the CRC-16/CCITT-FALSE on the fly and answers an oversize length at once; a
+  frame whose next byte does not come within ``frame_timeout`` cycles becomes an ``ERR_TRUNCATED``
+  job. A complete frame is held (``rx.ready = 0``) until the executor has finished with it.
+* The **executor** (one FSM in :class:`Accelerator`) runs one job at a time, only once the
+  transmitter has finished reading the previous response: the frame checks in the protocol's order
+  (CRC, version, opcode, payload length, ranges, written marks) and only then the op, which writes
+  the response data into the byte-wide **response buffer**.
+* :class:`FrameTransmitter` sends ``0x5A``, the header, the status byte, the response buffer and the
+  CRC, one byte per cycle, holding each byte until ``tx.ready`` (nothing lost under backpressure).
+  It overlaps with the reception of the next frame.
+* Engines: ``rtl.spike_accum.SpikeAccumulator`` (LINEAR; its weight memory is written through its
+  ``wload`` stream), ``rtl.attention.AttentionEngine`` (ATTENTION), and a serial requant unit (one
+  channel per cycle, per-channel ``M, S, B`` memory) behind both: ``intops.requant`` and saturation to
+  ``out_bits``. LIF runs on a serial ``intops.lif_step`` datapath with the membrane memory
+  (``membrane_rows`` rows of ``P`` int16, per-lane writes).
+
+``rtl.requant_lif.RequantLIF`` is not used: its parameters are addressed per ``(group, lane)``, so a
+LINEAR with a ``p_base`` that is not a multiple of ``P`` would need two parameter rows per beat, and
+its membranes are tied to a requantised input. The serial units fit the byte-wide buffers: a value
+cannot leave faster than its bytes are written.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, fields
+
+from amaranth.hdl import Array, C, Cat, Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from rtl.attention import AttentionEngine
+from rtl.requant_lif import CHAN_PARAM_LAYOUT
+from rtl.spike_accum import OP_CONFIG as LIN_CONFIG
+from rtl.spike_accum import OP_TOKEN as LIN_TOKEN
+from rtl.spike_accum import SpikeAccumulator
+
+__all__ = [
+    "VERSION", "SYNC_HOST", "SYNC_DEVICE", "HEAD_BYTES",
+    "OP_INFO", "OP_RESET", "OP_WRITE_WEIGHTS", "OP_WRITE_PARAMS", "OP_WRITE_LIF", "OP_LINEAR", "OP_LIF",
+    "OP_ATTENTION", "OP_COUNTERS", "OP_CLEAR_COUNTERS",
+    "OK", "ERR_CRC", "ERR_VERSION", "ERR_OPCODE", "ERR_LENGTH", "ERR_RANGE", "ERR_TRUNCATED", "ERR_UNLOADED",
+    "ERR_ENGINE", "ENGINE_LINEAR", "ENGINE_ATTENTION", "COUNTER_NAMES",
+    "JOB_FRAME", "JOB_OVERSIZE", "JOB_TRUNCATED",
+    "crc16", "crc16_byte", "FrameReceiver", "FrameTransmitter", "AcceleratorConfig", "Accelerator",
+]
+
+VERSION = 1
+SYNC_HOST, SYNC_DEVICE = 0xA5, 0x5A
+OP_INFO, OP_RESET, OP_WRITE_WEIGHTS, OP_WRITE_PARAMS, OP_WRITE_LIF = 0x01, 0x02, 0x03, 0x04, 0x05
+OP_LINEAR, OP_LIF, OP_ATTENTION, OP_COUNTERS, OP_CLEAR_COUNTERS = 0x06, 0x07, 0x08, 0x09, 0x0A
+OK = 0
+ERR_CRC, ERR_VERSION, ERR_OPCODE, ERR_LENGTH, ERR_RANGE, ERR_TRUNCATED, ERR_UNLOADED, ERR_ENGINE = range(1, 9)
+ENGINE_LINEAR, ENGINE_ATTENTION = 1, 2
+CMD_KV, CMD_V_PAIR, CMD_Q, CMD_CONST = 1, 2, 3, 4
+COUNTER_NAMES = (
+    "frames", "errors", "garbage_bytes", "bytes_in", "bytes_out",
+    "linear_busy", "linear_starved", "linear_blocked", "linear_spikes", "linear_acc_ops",
+    "attention_busy", "attention_starved", "attention_blocked", "attention_spikes", "attention_acc_ops",
+    "requant_lif_busy",
+)
+HEAD_BYTES = 13            # the longest op header (LINEAR), kept in registers by the receiver
+JOB_FRAME, JOB_OVERSIZE, JOB_TRUNCATED = 0, 1, 2
+MAX_SHIFT = 47             # intops.MAX_SHIFT
+_LIN_HDR, _LIF_HDR, _ATT_HDR, _WW_HDR, _WP_HDR, _WL_LEN = 13, 9, 7, 4, 2, 5
+_PARAM_BYTES = 7           # i16 M, u8 S, i32 B
+_OVERHEAD = 9              # response frame bytes besides the data: header 6, status 1, CRC 2
+
+
+# --------------------------------------------------------------------------------------------
+# CRC-16/CCITT-FALSE
+# --------------------------------------------------------------------------------------------
+
+def crc16(data: bytes, crc: int = 0xFFFF) -> int:
+    """CRC-16/CCITT-FALSE in Python (poly 0x1021, init 0xFFFF, MSB first, no xorout): the bitwise
+    algorithm :func:`crc16_byte` unrolls (``crc16(b"123456789") == 0x29B1``)."""
+    for byte in bytes(data):
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
+    return crc
+
+
+def _crc16_terms() -> list[list[int]]:
+    """For each bit of the next CRC, the input bits it is the XOR of (0..15 the CRC, 16..23 the byte).
+
+    The 8 unrolled steps of ``c = (c << 1) ^ (c[15] ? 0x1021 : 0)`` after ``c ^= byte << 8``, done on
+    sets of input bits (the CRC is linear over GF(2))."""
+    c = [{i} ^ ({16 + i - 8} if i >= 8 else set()) for i in range(16)]
+    for _ in range(8):
+        top = c[15]
+        c = [set() if i == 0 else set(c[i - 1]) for i in range(16)]
+        for i in range(16):
+            if (0x1021 >> i) & 1:
+                c[i] ^= top
+    return [sorted(bits) for bits in c]
+
+
+_CRC16_TERMS = _crc16_terms()
+
+
+def crc16_byte(crc, byte):
+    """The CRC after one more byte, as a flat XOR network (one XOR of input bits per output bit)."""
+    src = Cat(crc, byte)
+    outs = []
+    for bits in _CRC16_TERMS:
+        v = src[bits[0]]
+        for b in bits[1:]:
+            v = v ^ src[b]
+        outs.append(v)
+    return Cat(*outs)
+
+
+def _sat(x, bits: int):
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return Mux(x > hi, hi, Mux(x < lo, lo, x))
+
+
+# --------------------------------------------------------------------------------------------
+# Receiver
+# --------------------------------------------------------------------------------------------
+
+class FrameReceiver(wiring.Component):
+    """Byte stream -> frames: sync hunt, header, payload into the frame buffer, CRC, timeout.
+
+    Every accepted byte pulses ``byte_in`` (and ``garbage`` when it is skipped while hunting). A
+    finished frame (``job_kind = JOB_FRAME``, ``crc_ok``), an oversize length (``JOB_OVERSIZE``, as
+    soon as the length is in; the payload is not consumed) or a timeout (``JOB_TRUNCATED``: no byte for
+    ``frame_timeout`` cycles inside a frame; ``opcode`` / ``tag`` are 0 when not received) raise
+    ``job_valid`` and hold it, with ``rx.ready = 0``, until ``job_done``; the header fields, ``length``
+    and ``head`` (the first :data:`HEAD_BYTES` payload bytes) stay valid meanwhile. Payload byte ``k``
+    is written to frame buffer address ``k`` (``fb_we``, ``fb_addr``, ``fb_data``).
+    """
+
+    def __init__(self, *, max_payload: int, frame_timeout: int, head_bytes: int = HEAD_BYTES):
+        if not 1 <= max_payload <= 0xFFFF:
+            raise ValueError(f"max_payload must be in 1..65535, got {max_payload}")
+        if frame_timeout < 2:
+            raise ValueError(f"frame_timeout must be >= 2 cycles, got {frame_timeout}")
+        self.max_payload = max_payload
+        self.frame_timeout = frame_timeout
+        self.head_bytes = head_bytes
+        super().__init__({
+            "rx": In(stream.Signature(8)),
+            "fb_we": Out(1), "fb_addr": Out(range(max(2, max_payload))), "fb_data": Out(8),
+            "byte_in": Out(1), "garbage": Out(1),
+            "job_valid": Out(1), "job_kind": Out(2), "crc_ok": Out(1),
+            "version": Out(8), "opcode": Out(8), "tag": Out(8), "length": Out(16),
+            "head": Out(data.ArrayLayout(8, head_bytes)),
+            "job_done": In(1),
+        })
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        rx = self.rx
+        byte = rx.payload
+        take = Signal()
+        m.d.comb += take.eq(rx.valid & rx.ready)
+
+        crc = Signal(16)
+        crc_lo = Signal(8)
+        len_lo = Signal(8)
+        hcnt = Signal(range(6))
+        k = Signal(16)                                  # payload bytes received
+        idle = Signal(range(self.frame_timeout))        # cycles since the frame's last byte
+        crc_next = Signal(16)
+        m.d.comb += crc_next.eq(crc16_byte(crc, byte))
+
+        def in_frame() -> None:
+            """Bytes count, the timer restarts on a byte, and a frame idle for frame_timeout cycles ends."""
+            m.d.comb += [rx.ready.eq(1), self.byte_in.eq(take)]
+            with m.If(take):
+                m.d.sync += idle.eq(0)
+            with m.Elif(idle == self.frame_timeout - 1):
+                m.d.sync += self.job_kind.eq(JOB_TRUNCATED)
+                m.next = "HOLD"
+            with m.Else():
+                m.d.sync += idle.eq(idle + 1)
+
+        with m.FSM(name="rx"):
+            with m.State("HUNT"):
+                m.d.comb += [rx.ready.eq(1), self.byte_in.eq(take), self.garbage.eq(take & (byte != SYNC_HOST))]
+                with m.If(take & (byte == SYNC_HOST)):
+                    m.d.sync += [crc.eq(0xFFFF), hcnt.eq(1), idle.eq(0), self.version.eq(0),
+                                 self.opcode.eq(0), self.tag.eq(0)]
+                    m.next = "HEADER"
+            with m.State("HEADER"):
+                in_frame()
+                with m.If(take):
+                    m.d.sync += [crc.eq(crc_next), hcnt.eq(hcnt + 1)]
+                    with m.Switch(hcnt):
+                        with m.Case(1):
+                            m.d.sync += self.version.eq(byte)
+                        with m.Case(2):
+                            m.d.sync += self.opcode.eq(byte)
+                        with m.Case(3):
+                            m.d.sync += self.tag.eq(byte)
+                        with m.Case(4):
+                            m.d.sync += len_lo.eq(byte)
+                        with m.Case(5):
+                            length = Cat(len_lo, byte)
+                            m.d.sync += [self.length.eq(length), k.eq(0)]
+                            with m.If(length > self.max_payload):
+                                m.d.sync += self.job_kind.eq(JOB_OVERSIZE)
+                                m.next = "HOLD"
+                            with m.Elif(length == 0):
+                                m.next = "CRC_LO"
+                            with m.Else():
+                                m.next = "PAYLOAD"
+            with m.State("PAYLOAD"):
+                in_frame()
+                m.d.comb += [self.fb_we.eq(take), self.fb_addr.eq(k), self.fb_data.eq(byte)]
+                with m.If(take):
+                    m.d.sync += [crc.eq(crc_next), k.eq(k + 1)]
+                    with m.If(k < self.head_bytes):
+                        m.d.sync += self.head[k[:max(1, (self.head_bytes - 1).bit_length())]].eq(byte)
+                    with m.If(k == self.length - 1):
+                        m.next = "CRC_LO"
+            with m.State("CRC_LO"):
+                in_frame()
+                with m.If(take):
+                    m.d.sync += crc_lo.eq(byte)
+                    m.next = "CRC_HI"
+            with m.State("CRC_HI"):
+                in_frame()
+                with m.If(take):
+                    m.d.sync += [self.crc_ok.eq(Cat(crc_lo, byte) == crc), self.job_kind.eq(JOB_FRAME)]
+                    m.next = "HOLD"
+            with m.State("HOLD"):
+                m.d.comb += self.job_valid.eq(1)
+                with m.If(self.job_done):
+                    m.next = "HUNT"
+        return m
+
+
+# --------------------------------------------------------------------------------------------
+# Transmitter
+# --------------------------------------------------------------------------------------------
+
+class FrameTransmitter(wiring.Component):
+    """One response frame per ``start`` pulse (only while ``busy = 0``).
+
+    Sends ``0x5A, 1, opcode, tag, u16 (length + 1), status``, ``length`` data bytes read from the
+    response buffer (``rd_addr`` -> ``rd_data``, a synchronous read port: the address is the one of the
+    byte loaded next, so the data is there when it is needed), then the CRC of bytes ``1 .. 6 +
+    length``. ``tx.payload`` is a register held until its transfer; a byte is loaded whenever the
+    register is empty or being taken, so the frame leaves at one byte per cycle with a ready sink.
+    ``busy`` falls once the last byte is in the output register: the buffer is free from then on.
+    """
+
+    def __init__(self, *, depth: int):
+        self.depth = depth
+        super().__init__({
+            "tx": Out(stream.Signature(8)),
+            "start": In(1), "opcode": In(8), "tag": In(8), "status": In(8), "length": In(16),
+            "busy": Out(1),
+            "rd_addr": Out(range(max(2, depth))), "rd_data": In(8),
+        })
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        tx = self.tx
+        pos = Signal(17)
+        n = Signal(16)
+        op, tag, st = Signal(8), Signal(8), Signal(8)
+        crc = Signal(16)
+        load = Signal()
+        m.d.comb += load.eq(self.busy & (~tx.valid | tx.ready))
+
+        plen = Signal(16)
+        m.d.comb += plen.eq(n + 1)
+        byte = Signal(8)
+        with m.If(pos < 7):
+            m.d.comb += byte.eq(Array([C(SYNC_DEVICE, 8), C(VERSION, 8), op, tag, plen[:8], plen[8:], st])[pos[:3]])
+        with m.Elif(pos < n + 7):
+            m.d.comb += byte.eq(self.rd_data)
+        with m.Elif(pos == n + 7):
+            m.d.comb += byte.eq(crc[:8])
+        with m.Else():
+            m.d.comb += byte.eq(crc[8:])
+        pos_next = Signal(17)
+        m.d.comb += [pos_next.eq(Mux(load, pos + 1, pos)), self.rd_addr.eq(pos_next - 7)]
+
+        with m.If(tx.ready):
+            m.d.sync += tx.valid.eq(0)
+        with m.If(load):
+            m.d.sync += [tx.payload.eq(byte), tx.valid.eq(1), pos.eq(pos + 1)]
+            with m.If((pos >= 1) & (pos < n + 7)):
+                m.d.sync += crc.eq(crc16_byte(crc, byte))
+            with m.If(pos == n + 8):
+                m.d.sync += self.busy.eq(0)
+        with m.If(self.start & ~self.busy):
+            m.d.sync += [self.busy.eq(1), pos.eq(0), crc.eq(0xFFFF), n.eq(self.length), op.eq(self.opcode),
+                         tag.eq(self.tag), st.eq(self.status)]
+        return m
+
+
+# --------------------------------------------------------------------------------------------
+# Accelerator
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AcceleratorConfig:
+    """The accelerator's sizes (reported by INFO, :meth:`info`) and its frame timeout.
+
+    ``lanes`` (P, a power of two) is the weight-row width, the engines' lanes and the membrane row
+    width; ``in_max`` the largest LINEAR ``c_in`` (the spike-accumulate engine's C_IN_MAX, 1..1024);
+    ``weight_rows`` rows of ``P`` int8 weights; ``param_channels`` requant channels ``(M, S, B)``;
+    ``membrane_rows`` rows of ``P`` int16 membranes; ``att_dim_max`` / ``att_max_tokens`` the attention
+    engine's D_MAX (a multiple of ``P``, at most 64) and N_MAX; ``max_payload`` the largest frame payload
+    both ways (the size of the frame and response buffers); ``clock_hz`` what INFO reports;
+    ``frame_timeout`` the cycles without a byte inside a frame before ``ERR_TRUNCATED``.
+    """
+
+    lanes: int = 16
+    in_max: int = 256
+    weight_rows: int = 1024
+    param_channels: int = 256
+    membrane_rows: int = 1024
+    att_dim_max: int = 32
+    att_max_tokens: int = 256
+    max_payload: int = 1024
+    clock_hz: int = 100_000_000
+    frame_timeout: int = 1_000_000
+
+    def __post_init__(self) -> None:
+        lanes = self.lanes
+        if lanes < 1 or lanes > 128 or lanes & (lanes - 1):
+            raise ValueError(f"lanes must be a power of two in 1..128, got {lanes}")
+        if not 1 <= self.in_max <= 1024:
+            raise ValueError(f"in_max must be in 1..1024, got {self.in_max}")
+        for name in ("weight_rows", "param_channels", "att_max_tokens"):
+            if not 1 <= getattr(self, name) <= 0xFFFF:
+                raise ValueError(f"{name} must be in 1..65535, got {getattr(self, name)}")
+        if not 1 <= self.membrane_rows <= 1 << 24:
+            raise ValueError(f"membrane_rows must be in 1..2**24, got {self.membrane_rows}")
+        if not 1 <= self.att_dim_max <= 64 or self.att_dim_max % lanes:
+            raise ValueError(f"att_dim_max must be in 1..64 and a multiple of lanes = {lanes}, "
+                             f"got {self.att_dim_max}")
+        need = max(1 + 4 * len(COUNTER_NAMES), _WW_HDR + lanes, _LIN_HDR)
+        if not need <= self.max_payload <= 0xFFFF:
+            raise ValueError(f"max_payload must be in {need}..65535, got {self.max_payload}")
+        if not 1 <= self.clock_hz <= 0xFFFF_FFFF:
+            raise ValueError(f"clock_hz must fit u32, got {self.clock_hz}")
+        if self.frame_timeout < 2:
+            raise ValueError(f"frame_timeout must be >= 2, got {self.frame_timeout}")
+
+    def info(self) -> dict[str, int]:
+        """The INFO values (``driver.protocol.DeviceInfo`` field names, in order)."""
+        return {"version": VERSION, "lanes": self.lanes, "in_max": self.in_max, "weight_rows": self.weight_rows,
+                "param_channels": self.param_channels, "membrane_rows": self.membrane_rows,
+                "att_dim_max": self.att_dim_max, "att_max_tokens": self.att_max_tokens,
+                "max_payload": self.max_payload, "clock_hz": self.clock_hz}
+
+    def info_bytes(self) -> bytes:
+        """The INFO response data (23 bytes)."""
+        return struct.pack("<BBHIHIBHHI", *self.info().values())
+
+
+class Accelerator(wiring.Component):
+    """The accelerator behind the host protocol v1: ``rx`` host -> device bytes, ``tx`` device -> host.
+
+    Keyword arguments are the fields of :class:`AcceleratorConfig` (defaults: P = 16, in_max = 256,
+    1024 weight rows, 256 parameter channels, 1024 membrane rows, D_MAX = 32, N_MAX = 256,
+    max_payload = 1024, 100 MHz, a 10 ms frame timeout), also readable as attributes.
+    """
+
+    def __init__(self, **config):
+        self.config = AcceleratorConfig(**config)
+        for f in fields(AcceleratorConfig):
+            setattr(self, f.name, getattr(self.config, f.name))
+        super().__init__({
+            "rx": In(stream.Signature(8)),
+            "tx": Out(stream.Signature(8)),
+        })
+
+    def info(self) -> dict[str, int]:
+        """The INFO values (``driver.protocol.DeviceInfo`` field names, in order)."""
+        return self.config.info()
+
+    def info_bytes(self) -> bytes:
+        """The INFO response data (23 bytes)."""
+        return self.config.info_bytes()
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        P, R, PC, MR = self.lanes, self.weight_rows, self.param_channels, self.membrane_rows
+        DM, NT, MP = self.att_dim_max, self.att_max_tokens, self.max_payload
+        LGP = (P - 1).bit_length()
+
+        # ---- blocks ---------------------------------------------------------------------------------
+        m.submodules.receiver = rcv = FrameReceiver(max_payload=MP, frame_timeout=self.frame_timeout)
+        m.submodules.transmitter = txu = FrameTransmitter(depth=MP)
+        m.submodules.linear = lin = SpikeAccumulator(in_max=self.in_max, lanes=P, weight_rows=R)
+        m.submodules.attention = att = AttentionEngine(dim_max=DM, lanes=P, max_tokens=NT)
+        wiring.connect(m, wiring.flipped(self.rx), rcv.rx)
+        wiring.connect(m, txu.tx, wiring.flipped(self.tx))
+
+        m.submodules.frame_buf = fbm = Memory(shape=8, depth=MP, init=[])
+        fb_wr, fb_rd = fbm.write_port(), fbm.read_port()
+        m.submodules.resp_buf = obm = Memory(shape=8, depth=MP, init=[])
+        ob_wr, ob_rd = obm.write_port(), obm.read_port()
+        m.submodules.weight_marks = wmm = Memory(shape=1, depth=R, init=[])
+        wm_wr, wm_rd = wmm.write_port(), wmm.read_port()
+        m.submodules.param_marks = pmm = Memory(shape=1, depth=PC, init=[])
+        pm_wr, pm_rd = pmm.write_port(), pmm.read_port()
+        m.submodules.params = prm = Memory(shape=CHAN_PARAM_LAYOUT, depth=PC, init=[])
+        prm_wr, prm_rd = prm.write_port(), prm.read_port()
+        m.submodules.membranes = vm = Memory(shape=data.ArrayLayout(signed(16), P), depth=MR, init=[])
+        v_wr, v_rd = vm.write_port(granularity=1), vm.read_port()
+
+        m.d.comb += [fb_wr.addr.eq(rcv.fb_addr), fb_wr.data.eq(rcv.fb_data), fb_wr.en.eq(rcv.fb_we)]
+        m.d.comb += [txu.rd_data.eq(ob_rd.data), ob_rd.addr.eq(txu.rd_addr)]
+
+        # ---- request header fields (held by the receiver while the job runs) ------------------------
+        L = rcv.length
+        hb = Cat(*[rcv.head[i] for i in range(HEAD_BYTES)])
+
+        def hf(offset: int, size: int):
+            return hb[8 * offset:8 * (offset + size)]
+
+        def ceil_div(x, lg: int):
+            return (x + (1 << lg) - 1) >> lg
+
+        def ob_fields(out_bits):
+            ok = (out_bits == 8) | (out_bits == 16) | (out_bits == 32)
+            sel = Mux(out_bits == 32, 2, Mux(out_bits == 16, 1, 0))      # log2 of the value bytes
+            return ok, sel
+
+        # LINEAR
+        l_cin, l_cout, l_wbase, l_pbase, l_ob, l_tokens = hf(0, 2), hf(2, 2), hf(4, 4), hf(8, 2), hf(10, 1), hf(11, 2)
+        l_B = Signal(14)                                     # bytes per token: ceil(c_in / 8)
+        l_G = Signal(17)                                     # ceil(c_out / P)
+        m.d.comb += [l_B.eq(ceil_div(l_cin, 3)), l_G.eq(ceil_div(l_cout, LGP))]
+        l_ob_ok, l_ob_sel = ob_fields(l_ob)
+        # LIF
+        f_ch, f_neuron, f_tokens, f_first = hf(0, 2), hf(2, 4), hf(6, 2), hf(8, 1)
+        f_gc = Signal(17)
+        m.d.comb += f_gc.eq(ceil_div(f_ch, LGP))
+        # ATTENTION
+        a_mode, a_dim, a_tokens, a_pbase, a_ob = hf(0, 1), hf(1, 1), hf(2, 2), hf(4, 2), hf(6, 1)
+        a_d = Signal(6)                                      # bytes per bitmap: ceil(dim / 8)
+        m.d.comb += a_d.eq(ceil_div(a_dim, 3))
+        a_ob_ok, a_ob_sel = ob_fields(a_ob)
+
+        def pad_mask(n):
+            """Bits of the last bitmap byte at or above ``n`` channels (0 when ``n % 8 == 0``)."""
+            return Mux(n[:3] == 0, 0, (C(0xFF, 8) << n[:3])[:8])
+
+        l_pad = Signal(8)
+        a_pad = Signal(8)
+        m.d.comb += [l_pad.eq(pad_mask(l_cin)), a_pad.eq(pad_mask(a_dim))]
+
+        # ---- pointers into the memories: address = next value, so data = memory[pointer] ------------
+        rp, rp_next = Signal(range(MP + 1)), Signal(range(MP + 1))    # frame buffer
+        sp_w = max(R, PC)
+        sp, sp_next = Signal(range(sp_w + 1)), Signal(range(sp_w + 1))  # weight / parameter marks
+        mrow, mrow_next = Signal(range(MR + 1)), Signal(range(MR + 1))  # membrane rows
+        m.d.comb += [rp_next.eq(rp), sp_next.eq(sp), mrow_next.eq(mrow)]   # overridden by the FSM below
+        m.d.sync += [rp.eq(rp_next), sp.eq(sp_next), mrow.eq(mrow_next)]
+        m.d.comb += [fb_rd.addr.eq(rp_next), wm_rd.addr.eq(sp_next), pm_rd.addr.eq(sp_next), v_rd.addr.eq(mrow_next)]
+        fb_byte = fb_rd.data
+
+        # ---- shared multiplier: mul_p = mul_a * mul_b of the previous cycle ---------------------------
+        mul_a, mul_b = Signal(33), Signal(17)
+        mul_p = Signal(50)
+        m.d.sync += mul_p.eq(mul_a * mul_b)
+
+        # ---- counters ----------------------------------------------------------------------------------
+        cnt = {name: Signal(32, name=f"cnt_{name}") for name in
+               ("frames", "errors", "garbage_bytes", "bytes_in", "bytes_out", "linear_starved", "linear_blocked",
+                "attention_starved", "attention_blocked", "requant_lif_busy")}
+        clr = Signal()                                       # CLEAR_COUNTERS / RESET
+        m.d.comb += [lin.counters_clear.eq(clr), att.counters_clear.eq(clr)]
+        m.d.sync += [cnt["bytes_in"].eq(cnt["bytes_in"] + rcv.byte_in),
+                     cnt["garbage_bytes"].eq(cnt["garbage_bytes"] + rcv.garbage)]
+        counters = [cnt["frames"], cnt["errors"], cnt["garbage_bytes"], cnt["bytes_in"], cnt["bytes_out"],
+                    lin.status.busy_cycles, cnt["linear_starved"], cnt["linear_blocked"], lin.status.spikes,
+                    lin.status.acc_ops, att.status.busy_cycles, cnt["attention_starved"], cnt["attention_blocked"],
+                    att.status.spikes, att.status.acc_ops, cnt["requant_lif_busy"]]
+        rl_inc = Signal(2)                                   # requant / LIF beats this cycle
+        m.d.sync += cnt["requant_lif_busy"].eq(cnt["requant_lif_busy"] + rl_inc)
+        # starved / blocked: the engines' counters advance by at most 1 per cycle, so bit 0 flipping marks
+        # a counted cycle; only those while the engine runs an op of this accelerator are reported
+        lin_run, att_run = Signal(), Signal()
+        for eng, run, pre in ((lin, lin_run, "linear"), (att, att_run, "attention")):
+            for kind in ("starved", "blocked"):
+                src = getattr(eng.status, f"{kind}_cycles")[0]
+                prev = Signal(name=f"{pre}_{kind}_prev")
+                m.d.sync += prev.eq(src)
+                with m.If(run):
+                    m.d.sync += cnt[f"{pre}_{kind}"].eq(cnt[f"{pre}_{kind}"] + (src ^ prev))
+                with m.If(clr):
+                    m.d.sync += prev.eq(0)
+        counters_flat = Cat(*counters)
+
+        # ---- back end: engine beats -> values -> requant -> bytes in the response buffer ------------
+        W = max(lin.acc_w, att.out_w)
+        be_att = Signal()                                    # 1: the beats come from the attention engine
+        be_valid = Signal()
+        be_data = Signal(data.ArrayLayout(signed(W), P))
+        be_lane = Signal(range(P + 1))
+        be_rem = Signal(17)                                  # values of the current token still to emit
+        be_chan = Signal(17)                                 # their parameter channel
+        be_prefix = Signal()                                 # an ATTENTION record header still to emit
+        be_raw = Signal(24)                                  # u16 skip, u8 const
+        be_n = Mux(be_att, a_dim, l_cout)
+        be_pbase = Mux(be_att, a_pbase, l_pbase)
+        be_ob_sel = Mux(be_att, a_ob_sel, l_ob_sel)
+        src_valid = Mux(be_att, att.out.valid, lin.out.valid)
+        src_group0 = Mux(be_att, att.out.payload.group == 0, lin.out.payload.group == 0)
+        be_take = Signal()
+        m.d.comb += [
+            lin.out.ready.eq(~be_valid & ~be_att),
+            att.out.ready.eq(~be_valid & be_att),
+            be_take.eq(~be_valid & src_valid),
+        ]
+        with m.If(be_take):
+            m.d.sync += [be_valid.eq(1), be_lane.eq(0)]
+            for lane in range(P):
+                m.d.sync += be_data[lane].eq(Mux(be_att, att.out.payload.data[lane], lin.out.payload.data[lane]))
+            with m.If(src_group0):
+                m.d.sync += [be_rem.eq(be_n), be_chan.eq(be_pbase), be_prefix.eq(be_att),
+                             be_raw.eq(Cat(att.out.payload.skip, att.out.payload.const))]
+
+        # requant pipeline: q1 parameter read, q2 product, q3 round and shift, q4 offset and saturate, writer
+        q1_valid, q2_valid, q3_valid, q4_valid = Signal(), Signal(), Signal(), Signal()
+        q1_raw, q2_raw, q3_raw = Signal(), Signal(), Signal()
+        q1_acc = Signal(signed(W))
+        q1_rawd, q2_rawd, q3_rawd = Signal(24), Signal(24), Signal(24)
+        q2_prod = Signal(signed(48))                         # |acc * M| <= 2**31 * 2**15
+        q2_s = Signal(6)
+        q2_b, q3_b = Signal(signed(32)), Signal(signed(32))
+        q3_sh = Signal(signed(48))                           # (acc * M + 2**(S-1)) >> S, S >= 1
+        q4_y = Signal(32)
+        q4_n = Signal(3)
+        wv = Signal(32)                                      # writer: value bytes still to write, LSB first
+        wn = Signal(3)
+        ce = Signal()
+        it_take = Signal()
+        m.d.comb += [ce.eq(~q4_valid | (wn <= 1)), it_take.eq(be_valid & ce)]
+        m.d.comb += [prm_rd.addr.eq(be_chan), prm_rd.en.eq(ce)]
+        with m.If(it_take):
+            with m.If(be_prefix):
+                m.d.sync += be_prefix.eq(0)
+            with m.Else():
+                m.d.sync += [be_data.eq(Cat(be_data.as_value()[W:], C(0, W))), be_chan.eq(be_chan + 1),
+                             be_rem.eq(be_rem - 1), be_lane.eq(be_lane + 1)]
+                with m.If((be_lane == P - 1) | (be_rem == 1)):
+                    m.d.sync += be_valid.eq(0)
+        with m.If(ce):
+            m.d.sync += [q1_valid.eq(it_take), q1_raw.eq(be_prefix), q1_acc.eq(be_data[0]), q1_rawd.eq(be_raw)]
+            pr = prm_rd.data
+            m.d.sync += [q2_valid.eq(q1_valid), q2_raw.eq(q1_raw), q2_rawd.eq(q1_rawd),
+                         q2_prod.eq(q1_acc * pr.m), q2_s.eq(pr.s), q2_b.eq(pr.b)]
+            rounded = Signal(signed(49))
+            m.d.comb += rounded.eq(q2_prod + (C(1, 1) << (q2_s - 1)[:6]))
+            m.d.sync += [q3_valid.eq(q2_valid), q3_raw.eq(q2_raw), q3_rawd.eq(q2_rawd), q3_sh.eq(rounded >> q2_s),
+                         q3_b.eq(q2_b)]
+            y = Signal(signed(49))
+            m.d.comb += y.eq(q3_sh + q3_b)
+            sat_y = Mux(be_ob_sel == 2, _sat(y, 32), Mux(be_ob_sel == 1, _sat(y, 16), _sat(y, 8)))
+            m.d.sync += [q4_valid.eq(q3_valid), q4_y.eq(Mux(q3_raw, q3_rawd, sat_y[:32])),
+                         q4_n.eq(Mux(q3_raw, 3, C(1, 3) << be_ob_sel))]
+        be_idle = Signal()
+        m.d.comb += be_idle.eq(~be_valid & ~q1_valid & ~q2_valid & ~q3_valid & ~q4_valid & (wn == 0))
+
+        # response buffer writes: the writer, or (in their states) LIF spikes, INFO / COUNTERS, engine errors
+        optr = Signal(range(MP + 1))
+        put, put_data = Signal(), Signal(8)
+        m.d.comb += [put.eq(wn != 0), put_data.eq(wv[:8])]
+        with m.If(wn != 0):
+            m.d.sync += [wv.eq(wv >> 8), wn.eq(wn - 1)]
+        with m.If(ce & q4_valid):
+            m.d.sync += [wv.eq(q4_y), wn.eq(q4_n)]
+        # (the FSM below overrides put / put_data; the buffer write follows the final values)
+
+        # ---- LIF datapath -------------------------------------------------------------------------------
+        lif_leak = Signal(16)
+        lif_shift = Signal(4)
+        lif_theta = Signal(signed(16))
+        lif_written = Signal()
+        f_lane = Signal(range(P))
+        f_c = Signal(16)                                     # channel within the token
+        f_n = Signal(16)                                     # token
+        f_tok_row = Signal(range(MR + 1))
+        f_xlo = Signal(8)
+        f_vold = Signal(signed(16))                          # the membrane before the step
+        f_diff = Signal(signed(17))                          # x - v
+        f_prod = Signal(signed(34))                          # (x - v) * L
+        f_bits = Signal(8)
+        m.d.comb += f_lane.eq(f_c[:LGP] if LGP else 0)
+        f_v1 = Signal(signed(18))
+        m.d.comb += f_v1.eq(f_vold + (f_prod >> lif_shift))  # between v and x: 16 bits (intops.lif_step)
+        f_spike = Signal()
+        m.d.comb += f_spike.eq(f_v1 >= lif_theta)
+        f_sbits = Signal(8)
+        m.d.comb += f_sbits.eq(f_bits | (f_spike << f_c[:3]))
+
+        # ---- executor ----------------------------------------------------------------------------------
+        status = Signal(8)
+        eng_err = Signal(16)                                 # engine id, engine error code (ERR_ENGINE)
+        sweep_job = Signal()                                 # the sweep answers a RESET (else power-on)
+        swp = Signal(range(max(R, PC, MR) + 1))
+        n_sweep = max(R, PC, MR)
+        fi = Signal(range(64))                               # INFO / COUNTERS byte index
+        fill_counters = Signal()
+        info_rom = Array([C(b, 8) for b in self.info_bytes()])
+        i_cnt = Signal(17)                                   # rows / records / tokens
+        j_cnt = Signal(14)                                   # bytes within a row / token / bitmap
+        n_rec = Signal(17)
+        wp_pos = Signal(17)
+        bad = Signal()
+        row_reg = Signal(8 * P)
+        rec = Signal(8 * _PARAM_BYTES)
+        tok_x = Signal(8 * -(-self.in_max // 8))
+        att_a = Signal(8 * -(-DM // 8))
+        att_b = Signal(8 * -(-DM // 8))
+        att_skip = Signal(16)
+        att_kind = Signal(8)
+        kvc = Signal(18)
+        qseen = Signal()
+        chk_two = Signal()
+        chk_b = Signal(17)
+        nxt = Signal(17)
+        scan_end = Signal(33)
+        lin_rows = Signal(33)
+
+        def fail(code: int) -> None:
+            m.d.sync += status.eq(code)
+            m.next = "RESPOND"
+
+        def scan(mark, end, fail_code: int, then: str, then_sp=None) -> None:
+            """One written mark per cycle from the pointer on: fail at a 0, else ``then`` after ``end``."""
+            with m.If(~mark):
+                fail(fail_code)
+            with m.Elif(sp == end):
+                if then_sp is not None:
+                    m.d.comb += sp_next.eq(then_sp)
+                m.next = then
+            with m.Else():
+                m.d.comb += sp_next.eq(sp + 1)
+
+        with m.FSM(init="SWEEP", name="exec"):
+            # -- power-on / RESET: clear the written marks and the membranes, one row per cycle ----------
+            with m.State("SWEEP"):
+                m.d.comb += [
+                    wm_wr.addr.eq(swp), wm_wr.data.eq(0), wm_wr.en.eq(swp < R),
+                    pm_wr.addr.eq(swp), pm_wr.data.eq(0), pm_wr.en.eq(swp < PC),
+                    v_wr.addr.eq(swp), v_wr.data.eq(0), v_wr.en.eq(Mux(swp < MR, (1 << P) - 1, 0)),
+                ]
+                m.d.sync += swp.eq(swp + 1)
+                with m.If(swp == n_sweep - 1):
+                    m.d.sync += [swp.eq(0), sweep_job.eq(0)]
+                    with m.If(sweep_job):
+                        m.next = "RESPOND"
+                    with m.Else():
+                        m.next = "IDLE"
+
+            with m.State("IDLE"):
+                with m.If(rcv.job_valid & ~txu.busy):
+                    m.d.sync += [cnt["frames"].eq(cnt["frames"] + 1), optr.eq(0), status.eq(OK),
+                                 be_att.eq(rcv.opcode == OP_ATTENTION)]
+                    with m.Switch(rcv.job_kind):
+                        with m.Case(JOB_OVERSIZE):
+                            fail(ERR_LENGTH)
+                        with m.Case(JOB_TRUNCATED):
+                            fail(ERR_TRUNCATED)
+                        with m.Default():
+                            with m.If(~rcv.crc_ok):
+                                fail(ERR_CRC)
+                            with m.Elif(rcv.version != VERSION):
+                                fail(ERR_VERSION)
+                            with m.Else():
+                                with m.Switch(rcv.opcode):
+                                    for op, state in ((OP_INFO, "INFO"), (OP_RESET, "RESET"),
+                                                      (OP_WRITE_WEIGHTS, "WW"), (OP_WRITE_PARAMS, "WP"),
+                                                      (OP_WRITE_LIF, "WL"), (OP_LINEAR, "LIN0"), (OP_LIF, "LIF0"),
+                                                      (OP_ATTENTION, "ATT0"), (OP_COUNTERS, "COUNTERS"),
+                                                      (OP_CLEAR_COUNTERS, "CLEAR")):
+                                        with m.Case(op):
+                                            m.next = state
+                                    with m.Default():
+                                        fail(ERR_OPCODE)
+
+            with m.State("RESPOND"):
+                m.d.comb += [txu.start.eq(1), txu.opcode.eq(rcv.opcode), txu.tag.eq(rcv.tag),
+                             txu.status.eq(status), txu.length.eq(optr), rcv.job_done.eq(1)]
+                m.d.sync += [cnt["errors"].eq(cnt["errors"] + (status != OK)),
+                             cnt["bytes_out"].eq(cnt["bytes_out"] + _OVERHEAD + optr)]
+                m.next = "IDLE"
+
+            # -- INFO / COUNTERS: fill the response buffer -------------------------------------------------
+            for state, flag in (("INFO", 0), ("COUNTERS", 1)):
+                with m.State(state):
+                    with m.If(L != 0):
+                        fail(ERR_LENGTH)
+                    with m.Else():
+                        m.d.sync += [fi.eq(0), fill_counters.eq(flag)]
+                        m.next = "FILL"
+            with m.State("FILL"):
+                last = Mux(fill_counters, 4 * len(COUNTER_NAMES) - 1, len(self.info_bytes()) - 1)
+                m.d.comb += [put.eq(1), put_data.eq(Mux(fill_counters, counters_flat.word_select(fi, 8),
+                                                        info_rom[fi[:5]]))]
+                m.d.sync += fi.eq(fi + 1)
+                with m.If(fi == last):
+                    m.next = "RESPOND"
+
+            # -- RESET / CLEAR_COUNTERS ----------------------------------------------------------------------
+            with m.State("RESET"):
+                with m.If(L != 0):
+                    fail(ERR_LENGTH)
+                with m.Else():
+                    m.d.comb += clr.eq(1)
+                    m.d.sync += [lif_written.eq(0), sweep_job.eq(1), swp.eq(0)]
+                    m.next = "SWEEP"
+            with m.State("CLEAR"):
+                with m.If(L != 0):
+                    fail(ERR_LENGTH)
+                with m.Else():
+                    m.d.comb += clr.eq(1)
+                    m.next = "RESPOND"
+
+            # -- WRITE_LIF -------------------------------------------------------------------------------------
+            with m.State("WL"):
+                leak, shift, theta = hf(0, 2), hf(2, 1), hf(3, 2)
+                with m.If(L != _WL_LEN):
+                    fail(ERR_LENGTH)
+                with m.Elif((shift < 1) | (shift > 15) | (leak == 0) | (leak > (C(1, 17) << shift[:4]))
+                            | theta[15] | (theta == 0)):
+                    fail(ERR_RANGE)
+                with m.Else():
+                    m.d.sync += [lif_leak.eq(leak), lif_shift.eq(shift), lif_theta.eq(theta), lif_written.eq(1)]
+                    m.next = "RESPOND"
+
+            # -- WRITE_WEIGHTS: u32 row, k rows of P int8 -----------------------------------------------------
+            with m.State("WW"):
+                ww_row = hf(0, 4)
+                body = (L - _WW_HDR)[:16]
+                with m.If((L < _WW_HDR + P) | (body[:LGP] != 0 if LGP else C(0, 1))):
+                    fail(ERR_LENGTH)
+                with m.Elif(ww_row + (body >> LGP) > R):
+                    fail(ERR_RANGE)
+                with m.Else():
+                    m.d.comb += rp_next.eq(_WW_HDR)
+                    m.d.sync += [i_cnt.eq(0), j_cnt.eq(0)]
+                    m.next = "WW_ROW"
+            with m.State("WW_ROW"):
+                m.d.sync += row_reg.word_select(j_cnt[:max(1, LGP)] if P > 1 else 0, 8).eq(fb_byte)
+                m.d.comb += rp_next.eq(rp + 1)
+                m.d.sync += j_cnt.eq(j_cnt + 1)
+                with m.If(j_cnt == P - 1):
+                    m.d.sync += j_cnt.eq(0)
+                    m.next = "WW_SEND"
+            with m.State("WW_SEND"):
+                waddr = (hf(0, 4) + i_cnt)[:16]
+                m.d.comb += [lin.wload.valid.eq(1), lin.wload.payload.addr.eq(waddr),
+                             lin.wload.payload.data.eq(row_reg)]
+                with m.If(lin.wload.ready):
+                    m.d.comb += [wm_wr.addr.eq(waddr), wm_wr.data.eq(1), wm_wr.en.eq(1)]
+                    m.d.sync += i_cnt.eq(i_cnt + 1)
+                    with m.If(rp == L):
+                        m.next = "RESPOND"
+                    with m.Else():
+                        m.next = "WW_ROW"
+
+            # -- WRITE_PARAMS: u16 channel, n x (i16 M, u8 S, i32 B) -----------------------------------------
+            with m.State("WP"):
+                with m.If(L < _WP_HDR + _PARAM_BYTES):
+                    fail(ERR_LENGTH)
+                with m.Else():
+                    m.d.comb += rp_next.eq(_WP_HDR + 2)                 # the first record's S
+                    m.d.sync += [wp_pos.eq(_WP_HDR), n_rec.eq(0), bad.eq(0)]
+                    m.next = "WP_WALK"
+            with m.State("WP_WALK"):                                    # fb_byte = S of the record at wp_pos
+                new_pos = wp_pos + _PARAM_BYTES
+                m.d.sync += [bad.eq(bad | (fb_byte == 0) | (fb_byte > MAX_SHIFT)), n_rec.eq(n_rec + 1),
+                             wp_pos.eq(new_pos)]
+                with m.If(new_pos + _PARAM_BYTES <= L):
+                    m.d.comb += rp_next.eq(new_pos + 2)
+                with m.Else():
+                    m.next = "WP_CHECK"
+            with m.State("WP_CHECK"):
+                with m.If(wp_pos != L):
+                    fail(ERR_LENGTH)
+                with m.Elif((hf(0, 2) + n_rec > PC) | bad):
+                    fail(ERR_RANGE)
+                with m.Else():
+                    m.d.comb += rp_next.eq(_WP_HDR)
+                    m.d.sync += [i_cnt.eq(0), j_cnt.eq(0)]
+                    m.next = "WP_REC"
+            with m.State("WP_REC"):
+                m.d.sync += [rec.word_select(j_cnt[:3], 8).eq(fb_byte), j_cnt.eq(j_cnt + 1)]
+                m.d.comb += rp_next.eq(rp + 1)
+                with m.If(j_cnt == _PARAM_BYTES - 1):
+                    m.d.sync += j_cnt.eq(0)
+                    m.next = "WP_WRITE"
+            with m.State("WP_WRITE"):
+                paddr = (hf(0, 2) + i_cnt)[:16]
+                m.d.comb += [prm_wr.addr.eq(paddr), prm_wr.data.m.eq(rec[0:16]), prm_wr.data.s.eq(rec[16:22]),
+                             prm_wr.data.b.eq(rec[24:56]), prm_wr.en.eq(1),
+                             pm_wr.addr.eq(paddr), pm_wr.data.eq(1), pm_wr.en.eq(1)]
+                m.d.sync += i_cnt.eq(i_cnt + 1)
+                with m.If(i_cnt == n_rec - 1):
+                    m.next = "RESPOND"
+                with m.Else():
+                    m.next = "WP_REC"
+
+            # -- LINEAR: checks ------------------------------------------------------------------------------
+            with m.State("LIN0"):
+                with m.If(L < _LIN_HDR):
+                    fail(ERR_LENGTH)
+                with m.Else():
+                    m.d.comb += [mul_a.eq(l_tokens), mul_b.eq(l_B)]
+                    m.next = "LIN1"
+            with m.State("LIN1"):                                       # mul_p = tokens * B
+                with m.If(L != _LIN_HDR + mul_p):
+                    fail(ERR_LENGTH)
+                with m.Elif((l_cin == 0) | (l_cin > self.in_max) | (l_cout == 0) | ~l_ob_ok):
+                    fail(ERR_RANGE)
+                with m.Else():
+                    m.d.comb += [mul_a.eq(l_cin), mul_b.eq(l_G)]
+                    m.next = "LIN2"
+            with m.State("LIN2"):                                       # mul_p = c_in * G
+                m.d.sync += lin_rows.eq(mul_p)
+                with m.If((l_wbase + mul_p > R) | (l_pbase + l_cout > PC)):
+                    fail(ERR_RANGE)
+                with m.Else():
+                    m.d.comb += [mul_a.eq(l_tokens), mul_b.eq(l_cout)]
+                    m.next = "LIN3"
+            with m.State("LIN3"):                                       # mul_p = tokens * c_out
+                m.d.sync += scan_end.eq(l_wbase + lin_rows - 1)
+                with m.If((mul_p << l_ob_sel) + 1 > MP):
+                    fail(ERR_RANGE)
+                with m.Elif((l_pad != 0) & (l_tokens != 0)):
+                    m.d.comb += rp_next.eq(_LIN_HDR + l_B - 1)
+                    m.d.sync += i_cnt.eq(0)
+                    m.next = "LIN_PAD"
+                with m.Else():
+                    m.d.comb += sp_next.eq(l_wbase)
+                    m.next = "LIN_WM"
+            with m.State("LIN_PAD"):                                    # fb_byte = last byte of token i
+                with m.If((fb_byte & l_pad) != 0):
+                    fail(ERR_RANGE)
+                with m.Elif(i_cnt == l_tokens - 1):
+                    m.d.comb += sp_next.eq(l_wbase)
+                    m.next = "LIN_WM"
+                with m.Else():
+                    m.d.comb += rp_next.eq(rp + l_B)
+                    m.d.sync += i_cnt.eq(i_cnt + 1)
+            with m.State("LIN_WM"):
+                scan(wm_rd.data, scan_end, ERR_UNLOADED, "LIN_PM", then_sp=l_pbase)
+            with m.State("LIN_PM"):
+                scan(pm_rd.data, l_pbase + l_cout - 1, ERR_UNLOADED, "LIN_CFG")
+
+            # -- LINEAR: run -----------------------------------------------------------------------------------
+            with m.State("LIN_CFG"):
+                m.d.comb += [lin_run.eq(1), lin.cmd.valid.eq(1), lin.cmd.payload.op.eq(LIN_CONFIG),
+                             lin.cmd.payload.c_in.eq(l_cin), lin.cmd.payload.groups.eq(l_G),
+                             lin.cmd.payload.base.eq(l_wbase)]
+                m.d.sync += [tok_x.eq(0), i_cnt.eq(0), j_cnt.eq(0)]
+                with m.If(lin.cmd.ready):
+                    m.d.comb += rp_next.eq(_LIN_HDR)
+                    with m.If(l_tokens == 0):
+                        m.next = "LIN_DRAIN"
+                    with m.Else():
+                        m.next = "LIN_TOK"
+            with m.State("LIN_TOK"):
+                m.d.comb += [lin_run.eq(1), rp_next.eq(rp + 1)]
+                m.d.sync += [tok_x.word_select(j_cnt[:max(1, (len(tok_x) // 8 - 1).bit_length())], 8).eq(fb_byte),
+                             j_cnt.eq(j_cnt + 1)]
+                with m.If(j_cnt == l_B - 1):
+                    m.d.sync += j_cnt.eq(0)
+                    m.next = "LIN_SEND"
+            with m.State("LIN_SEND"):
+                m.d.comb += [lin_run.eq(1), lin.cmd.valid.eq(1), lin.cmd.payload.op.eq(LIN_TOKEN),
+                             lin.cmd.payload.x.eq(tok_x[:self.in_max])]
+                with m.If(lin.cmd.ready):
+                    m.d.sync += i_cnt.eq(i_cnt + 1)
+                    with m.If(i_cnt == l_tokens - 1):
+                        m.next = "LIN_DRAIN"
+                    with m.Else():
+                        m.next = "LIN_TOK"
+            with m.State("LIN_DRAIN"):
+                m.d.comb += lin_run.eq(1)
+                with m.If(~lin.status.busy & be_idle):
+                    with m.If(lin.status.error):
+                        m.d.sync += eng_err.eq(Cat(C(ENGINE_LINEAR, 8), lin.status.error_code, C(0, 4)))
+                        m.next = "ENG_ERR"
+                    with m.Else():
+                        m.next = "RESPOND"
+
+            # -- ERR_ENGINE: outputs discarded, the engine id and code are the data -------------------------
+            with m.State("ENG_ERR"):
+                m.d.sync += [optr.eq(0), fi.eq(0)]
+                m.next = "ENG_ERR_PUT"
+            with m.State("ENG_ERR_PUT"):
+                m.d.comb += [put.eq(1), put_data.eq(eng_err.word_select(fi[:1], 8))]
+                m.d.sync += fi.eq(fi + 1)
+                with m.If(fi == 1):
+                    m.d.sync += status.eq(ERR_ENGINE)
+                    m.next = "RESPOND"
+
+            # -- LIF -------------------------------------------------------------------------------------------
+            with m.State("LIF0"):
+                with m.If(L < _LIF_HDR):
+                    fail(ERR_LENGTH)
+                with m.Else():
+                    m.d.comb += [mul_a.eq(f_tokens), mul_b.eq(f_ch)]
+                    m.next = "LIF1"
+            with m.State("LIF1"):                                       # mul_p = tokens * channels
+                with m.If(L != _LIF_HDR + (mul_p << 1)):
+                    fail(ERR_LENGTH)
+                with m.Elif((f_ch == 0) | (f_first > 1)):
+                    fail(ERR_RANGE)
+                with m.Else():
+                    m.d.comb += [mul_a.eq(f_neuron + f_tokens), mul_b.eq(f_gc)]
+                    m.next = "LIF2"
+            with m.State("LIF2"):                                       # mul_p = (neuron + tokens) * gc
+                with m.If(mul_p > MR):
+                    fail(ERR_RANGE)
+                with m.Else():
+                    m.d.comb += [mul_a.eq(f_tokens), mul_b.eq(ceil_div(f_ch, 3))]
+                    m.next = "LIF3"
+            with m.State("LIF3"):                                       # mul_p = tokens * ceil(channels / 8)
+                with m.If(mul_p + 1 > MP):
+                    fail(ERR_RANGE)
+                with m.Elif(~lif_written):
+                    fail(ERR_UNLOADED)
+                with m.Else():
+                    m.d.comb += [mul_a.eq(f_neuron), mul_b.eq(f_gc)]
+                    m.next = "LIF4"
+            with m.State("LIF4"):                                       # mul_p = neuron * gc: token 0's row
+                m.d.sync += [f_tok_row.eq(mul_p), f_c.eq(0), f_n.eq(0), f_bits.eq(0)]
+                m.d.comb += [mrow_next.eq(mul_p), rp_next.eq(_LIF_HDR)]
+                with m.If(f_tokens == 0):
+                    m.next = "RESPOND"
+                with m.Else():
+                    m.next = "LIF_LO"
+            with m.State("LIF_LO"):                                     # membrane row mrow is on the port
+                m.d.sync += [f_xlo.eq(fb_byte), f_vold.eq(Mux(f_first[0], 0, v_rd.data[f_lane]))]
+                m.d.comb += rp_next.eq(rp + 1)
+                m.next = "LIF_HI"
+            with m.State("LIF_HI"):
+                m.d.sync += f_diff.eq(Cat(f_xlo, fb_byte).as_signed() - f_vold)
+                m.d.comb += rp_next.eq(rp + 1)
+                m.next = "LIF_MUL"
+            with m.State("LIF_MUL"):
+                m.d.sync += f_prod.eq(f_diff * lif_leak)
+                m.next = "LIF_STEP"
+            with m.State("LIF_STEP"):                                   # membrane (token f_n, channel f_c)
+                m.d.comb += [v_wr.addr.eq(mrow), v_wr.en.eq(1 << f_lane)]
+                for lane in range(P):
+                    m.d.comb += v_wr.data[lane].eq(Mux(f_spike, 0, f_v1[:16]))
+                with m.If(f_lane == 0):
+                    m.d.comb += rl_inc.eq(1)
+                last_c = f_c == f_ch - 1
+                with m.If((f_c[:3] == 7) | last_c):
+                    m.d.comb += [put.eq(1), put_data.eq(f_sbits)]
+                    m.d.sync += f_bits.eq(0)
+                with m.Else():
+                    m.d.sync += f_bits.eq(f_sbits)
+                m.next = "LIF_LO"
+                with m.If(last_c):
+                    m.d.sync += [f_c.eq(0), f_n.eq(f_n + 1), f_tok_row.eq(f_tok_row + f_gc)]
+                    m.d.comb += mrow_next.eq(f_tok_row + f_gc)
+                    with m.If(f_n == f_tokens - 1):
+                        m.next = "RESPOND"
+                with m.Else():
+                    m.d.sync += f_c.eq(f_c + 1)
+                    with m.If(f_lane == P - 1):
+                        m.d.comb += mrow_next.eq(mrow + 1)
+
+            # -- ATTENTION: walk the command stream (lengths, types, bitmap padding) ------------------------
+            with m.State("ATT0"):
+                with m.If(L < _ATT_HDR):
+                    fail(ERR_LENGTH)
+                with m.Else():
+                    m.d.comb += rp_next.eq(_ATT_HDR)
+                    m.d.sync += [kvc.eq(0), qseen.eq(0), n_rec.eq(0), bad.eq(0)]
+                    m.next = "AW_TYPE"
+            with m.State("AW_TYPE"):                                    # fb_byte = a command's type at rp
+                with m.If(rp == L):
+                    m.next = "AW_END"
+                with m.Else():
+                    m.d.sync += att_kind.eq(fb_byte)                    # registered: the decision below
+                    m.next = "AW_CMD"                                   # drives the buffer address
+            with m.State("AW_CMD"):                                     # rp = the command's type byte
+                need_chk = (a_d != 0) & (a_pad != 0)
+                m.next = "AW_TYPE"
+                with m.Switch(att_kind):
+                    with m.Case(CMD_KV, CMD_V_PAIR):
+                        kv_new = kvc + 1 + (att_kind == CMD_V_PAIR)
+                        end = rp + 1 + 2 * a_d
+                        with m.If(qseen | (end > L) | (kv_new > a_tokens)):
+                            fail(ERR_LENGTH)
+                        with m.Else():
+                            m.d.sync += [kvc.eq(kv_new), nxt.eq(end), chk_two.eq(1), chk_b.eq(rp + 2 * a_d)]
+                            with m.If(need_chk):
+                                m.d.comb += rp_next.eq(rp + a_d)
+                                m.next = "AW_CHK1"
+                            with m.Else():
+                                m.d.comb += rp_next.eq(end)
+                    with m.Case(CMD_Q):
+                        end = rp + 3 + a_d
+                        with m.If((kvc != a_tokens) | (end > L)):
+                            fail(ERR_LENGTH)
+                        with m.Else():
+                            m.d.sync += [qseen.eq(1), n_rec.eq(n_rec + 1), nxt.eq(end), chk_two.eq(0)]
+                            with m.If(need_chk):
+                                m.d.comb += rp_next.eq(rp + 2 + a_d)
+                                m.next = "AW_CHK1"
+                            with m.Else():
+                                m.d.comb += rp_next.eq(end)
+                    with m.Case(CMD_CONST):
+                        with m.If(kvc != a_tokens):
+                            fail(ERR_LENGTH)
+                        with m.Else():
+                            m.d.sync += [qseen.eq(1), n_rec.eq(n_rec + 1)]
+                            m.d.comb += rp_next.eq(rp + 1)
+                    with m.Default():
+                        fail(ERR_RANGE)
+            with m.State("AW_CHK1"):                                    # fb_byte = last byte of a bitmap
+                m.d.sync += bad.eq(bad | ((fb_byte & a_pad) != 0))
+                with m.If(chk_two):
+                    m.d.comb += rp_next.eq(chk_b)
+                    m.next = "AW_CHK2"
+                with m.Else():
+                    m.d.comb += rp_next.eq(nxt)
+                    m.next = "AW_TYPE"
+            with m.State("AW_CHK2"):
+                m.d.sync += bad.eq(bad | ((fb_byte & a_pad) != 0))
+                m.d.comb += rp_next.eq(nxt)
+                m.next = "AW_TYPE"
+            with m.State("AW_END"):
+                with m.If(kvc != a_tokens):
+                    fail(ERR_LENGTH)
+                with m.Elif((a_mode > 1) | (a_dim == 0) | (a_dim > DM) | (a_tokens > NT) | ~a_ob_ok
+                            | (a_pbase + a_dim > PC) | bad):
+                    fail(ERR_RANGE)
+                with m.Else():
+                    m.d.comb += [mul_a.eq(n_rec), mul_b.eq(3 + (a_dim << a_ob_sel))]
+                    m.next = "AW_FIT"
+            with m.State("AW_FIT"):                                     # mul_p = records * record bytes
+                with m.If(mul_p + 1 > MP):
+                    fail(ERR_RANGE)
+                with m.Else():
+                    m.d.comb += sp_next.eq(a_pbase)
+                    m.next = "AW_PM"
+            with m.State("AW_PM"):
+                scan(pm_rd.data, a_pbase + a_dim - 1, ERR_UNLOADED, "ATT_CFG")
+
+            # -- ATTENTION: run ----------------------------------------------------------------------------------
+            acmd = att.cmd.payload
+            with m.State("ATT_CFG"):
+                m.d.comb += [att_run.eq(1), att.cmd.valid.eq(1), acmd.op.eq(0), acmd.mode.eq(a_mode[0]),
+                             acmd.dim.eq(a_dim), acmd.tokens.eq(a_tokens)]
+                m.d.sync += [att_a.eq(0), att_b.eq(0), att_skip.eq(0)]
+                with m.If(att.cmd.ready):
+                    m.d.comb += rp_next.eq(_ATT_HDR)
+                    m.next = "ATT_TYPE"
+            with m.State("ATT_TYPE"):
+                m.d.comb += att_run.eq(1)
+                with m.If(rp == L):
+                    m.next = "ATT_DRAIN"
+                with m.Else():
+                    m.d.sync += [att_kind.eq(fb_byte), j_cnt.eq(0)]
+                    m.d.comb += rp_next.eq(rp + 1)
+                    with m.Switch(fb_byte):
+                        with m.Case(CMD_KV, CMD_V_PAIR):
+                            m.next = "ATT_A"
+                        with m.Case(CMD_Q):
+                            m.next = "ATT_SKIP_LO"
+                        with m.Default():
+                            m.next = "ATT_SEND"
+            with m.State("ATT_SKIP_LO"):
+                m.d.comb += [att_run.eq(1), rp_next.eq(rp + 1)]
+                m.d.sync += att_skip[:8].eq(fb_byte)
+                m.next = "ATT_SKIP_HI"
+            with m.State("ATT_SKIP_HI"):
+                m.d.comb += [att_run.eq(1), rp_next.eq(rp + 1)]
+                m.d.sync += att_skip[8:].eq(fb_byte)
+                m.next = "ATT_A"
+            jw = max(1, (len(att_a) // 8 - 1).bit_length())
+            for state, reg, then in (("ATT_A", att_a, None), ("ATT_B", att_b, "ATT_SEND")):
+                with m.State(state):
+                    m.d.comb += [att_run.eq(1), rp_next.eq(rp + 1)]
+                    m.d.sync += [reg.word_select(j_cnt[:jw], 8).eq(fb_byte), j_cnt.eq(j_cnt + 1)]
+                    with m.If(j_cnt == a_d - 1):
+                        m.d.sync += j_cnt.eq(0)
+                        if then is None:                                # a Q token has no second bitmap
+                            with m.If(att_kind == CMD_Q):
+                                m.next = "ATT_SEND"
+                            with m.Else():
+                                m.next = "ATT_B"
+                        else:
+                            m.next = then
+            with m.State("ATT_SEND"):
+                kv = (att_kind == CMD_KV) | (att_kind == CMD_V_PAIR)
+                m.d.comb += [att_run.eq(1), att.cmd.valid.eq(1), acmd.op.eq(Mux(kv, 1, 2)),
+                             acmd.mode.eq((att_kind == CMD_V_PAIR) | (att_kind == CMD_CONST)),
+                             acmd.skip.eq(att_skip), acmd.a.eq(att_a[:DM]), acmd.b.eq(att_b[:DM])]
+                with m.If(att.cmd.ready):
+                    m.next = "ATT_TYPE"
+            with m.State("ATT_DRAIN"):
+                m.d.comb += att_run.eq(1)
+                with m.If(~att.status.busy & be_idle):
+                    with m.If(att.status.error):
+                        m.d.sync += eng_err.eq(Cat(C(ENGINE_ATTENTION, 8), att.status.error_code, C(0, 4)))
+                        m.next = "ENG_ERR"
+                    with m.Else():
+                        m.next = "RESPOND"
+
+        # back-end beats count as requant / LIF beats
+        with m.If(be_take):
+            m.d.comb += rl_inc.eq(1)
+
+        # response buffer write (after the FSM: its put / put_data overrides are final here)
+        m.d.comb += [ob_wr.addr.eq(optr), ob_wr.data.eq(put_data), ob_wr.en.eq(put)]
+        with m.If(put):
+            m.d.sync += optr.eq(optr + 1)
+
+        # counters clear last: it wins over the increments of the same cycle
+        with m.If(clr):
+            m.d.sync += [c.eq(0) for c in cnt.values()]
+        return m
