@@ -31,7 +31,9 @@ def tests(session: nox.Session) -> None:
 def rtl(session: nox.Session) -> None:
     """RTL tests: Amaranth pysim, and cocotb testbenches on Verilator (builds cached in sim_build/)."""
     session.run(sys.executable, "-m", "pytest", "-q", "tests/test_rtl_cocotb.py", "tests/test_rtl_pysim.py",
-                "tests/test_spike_accum.py", "tests/test_spike_accum_cocotb.py", *session.posargs, env={"PYTHONWARNINGS": "error::DeprecationWarning"})
+                "tests/test_spike_accum.py", "tests/test_spike_accum_cocotb.py", "tests/test_accelerator.py",
+                "tests/test_accelerator_cocotb.py", "tests/test_uart.py", "tests/test_byte_model.py", *session.posargs,
+                env={"PYTHONWARNINGS": "error::DeprecationWarning"})
 
 
 @nox.session
@@ -41,6 +43,7 @@ def bench(session: nox.Session) -> None:
     session.run(sys.executable, "-m", "benchmarks.golden_speed", *session.posargs)
     session.run(sys.executable, "-m", "benchmarks.attention_engine")
     session.run(sys.executable, "-m", "benchmarks.accelerator_run", "--transport", "emulator")
+    session.run(sys.executable, "-m", "benchmarks.accelerator_run", "--transport", "verilator")
 
 
 @nox.session

@@ -35,7 +35,6 @@ def open_device(transport: str):
     if transport == "emulator":
         return Device(EmulatorTransport(Emulator()), timeout=30.0), None
     from rtl.accelerator import Accelerator
-
     from sim.byte_model import build_byte_model
 
     binary = build_byte_model("accelerator", Accelerator)

@@ -112,3 +112,8 @@ def test_cli_run_json(capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["logits_equal_golden"] is True and out["transport"] == "emulator"
     assert out["layers"] and sum(r["cycles"] for r in out["layers"]) > 0
+
+
+def test_verilator_end_to_end():
+    """svformer-tiny through the RTL accelerator compiled by Verilator: logits equal the golden model's."""
+    assert main(["run", "--model", "svformer-tiny", "--transport", "verilator"]) == 0
