@@ -114,6 +114,35 @@ def test_cli_run_json(capsys):
     assert out["layers"] and sum(r["cycles"] for r in out["layers"]) > 0
 
 
-def test_verilator_end_to_end():
-    """svformer-tiny through the RTL accelerator compiled by Verilator: logits equal the golden model's."""
+def test_verilator_end_to_end(golden):
+    """Two clips through the RTL accelerator compiled by Verilator: logits and every offloaded layer's
+    output equal the golden model's, and every layer's engine counters (busy cycles, spikes, accumulate
+    operations) equal the emulator's cycle models on the same device configuration."""
+    from driver.transport import VerilatorTransport
+    from rtl.accelerator import Accelerator, AcceleratorConfig
+    from sim.byte_model import build_byte_model
+
+    cfg = AcceleratorConfig()
+    rtl_dev = Device(VerilatorTransport(build_byte_model("accelerator", Accelerator)), timeout=600)
+    emu_dev = _device(**{k: v for k, v in cfg.info().items() if k != "version"})
+    assert rtl_dev.info() == emu_dev.info()
+    prog = compile_model(golden.int_model, rtl_dev.info())
+    x = _clips(golden, 2)
+    want_tr, got_tr = Tracer(), Tracer()
+    want = golden.int_model(x, want_tr)
+    got = run(prog, x, rtl_dev, progress=False, tracer=got_tr)
+    rtl_dev.close()
+    emu = run(prog, x, emu_dev, progress=False)
+    assert torch.equal(got.logits, want)
+    for key in got_tr.keys():
+        assert torch.equal(got_tr[key], want_tr[key]), key
+    assert rtl_dev.transport.cycles and rtl_dev.transport.cycles > 0
+    keys = [k for k in emu.layers[0].counters if k.endswith(("_busy", "_spikes", "_acc_ops"))]
+    assert keys
+    for g, e in zip(got.layers, emu.layers, strict=True):
+        assert g.name == e.name
+        assert {k: g.counters[k] for k in keys} == {k: e.counters[k] for k in keys}, g.name
+
+
+def test_cli_run_verilator():
     assert main(["run", "--model", "svformer-tiny", "--transport", "verilator"]) == 0
