@@ -39,6 +39,9 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from rtl.attention import OP_CONFIG as ATT_CONFIG
+from rtl.attention import OP_KV as ATT_KV
+from rtl.attention import OP_Q as ATT_Q
 from rtl.attention import AttentionEngine
 from rtl.requant_lif import CHAN_PARAM_LAYOUT
 from rtl.spike_accum import OP_CONFIG as LIN_CONFIG
@@ -471,7 +474,7 @@ class Accelerator(wiring.Component):
         m.d.comb += [fb_rd.addr.eq(rp_next), wm_rd.addr.eq(sp_next), pm_rd.addr.eq(sp_next), v_rd.addr.eq(mrow_next)]
         fb_byte = fb_rd.data
 
-        # ---- shared multiplier: mul_p = mul_a * mul_b of the previous cycle ---------------------------
+        # ---- shared multiplier: operand registers set two states before the product is used ------------
         mul_a, mul_b = Signal(33), Signal(17)
         mul_p = Signal(50)
         m.d.sync += mul_p.eq(mul_a * mul_b)
@@ -636,20 +639,33 @@ class Accelerator(wiring.Component):
         scan_end = Signal(33)
         lin_rows = Signal(33)
 
+        # engine commands come from registers only (valid and payload): the engines' acceptance logic is
+        # long, none of the executor's decoding is added in front of it
+        lcv, lop = Signal(), Signal(2)
+        l_G_reg = Signal(16)
+        m.d.sync += l_G_reg.eq(l_G)                          # the header is stable long before a CONFIG
+        lcmd = lin.cmd.payload
+        m.d.comb += [lin.cmd.valid.eq(lcv), lcmd.op.eq(lop), lcmd.c_in.eq(l_cin), lcmd.groups.eq(l_G_reg),
+                     lcmd.base.eq(l_wbase), lcmd.x.eq(tok_x[:self.in_max])]
+        acv, aop, amode = Signal(), Signal(2), Signal()
+        acmd = att.cmd.payload
+        m.d.comb += [att.cmd.valid.eq(acv), acmd.op.eq(aop), acmd.mode.eq(amode), acmd.dim.eq(a_dim),
+                     acmd.tokens.eq(a_tokens), acmd.skip.eq(att_skip), acmd.a.eq(att_a[:DM]),
+                     acmd.b.eq(att_b[:DM])]
+
         def fail(code: int) -> None:
             m.d.sync += status.eq(code)
             m.next = "RESPOND"
 
-        def scan(mark, end, fail_code: int, then: str, then_sp=None) -> None:
+        def scan(mark, end, fail_code: int, then: str, then_sp=None, on_done=()) -> None:
             """One written mark per cycle from the pointer on: fail at a 0, else ``then`` after ``end``."""
+            # the pointer does not depend on the mark just read (memory output -> address is no path)
+            m.d.comb += sp_next.eq(Mux(sp == end, sp if then_sp is None else then_sp, sp + 1))
             with m.If(~mark):
                 fail(fail_code)
             with m.Elif(sp == end):
-                if then_sp is not None:
-                    m.d.comb += sp_next.eq(then_sp)
+                m.d.sync += list(on_done)
                 m.next = then
-            with m.Else():
-                m.d.comb += sp_next.eq(sp + 1)
 
         with m.FSM(init="SWEEP", name="exec"):
             # -- power-on / RESET: clear the written marks and the membranes, one row per cycle ----------
@@ -670,7 +686,10 @@ class Accelerator(wiring.Component):
             with m.State("IDLE"):
                 with m.If(rcv.job_valid & ~txu.busy):
                     m.d.sync += [cnt["frames"].eq(cnt["frames"] + 1), optr.eq(0), status.eq(OK),
-                                 be_att.eq(rcv.opcode == OP_ATTENTION)]
+                                 be_att.eq(rcv.opcode == OP_ATTENTION),
+                                 # the first product of the op's checks (used in LIN1 / LIF1)
+                                 mul_a.eq(Mux(rcv.opcode == OP_LIF, f_tokens, l_tokens)),
+                                 mul_b.eq(Mux(rcv.opcode == OP_LIF, f_ch, l_B))]
                     with m.Switch(rcv.job_kind):
                         with m.Case(JOB_OVERSIZE):
                             fail(ERR_LENGTH)
@@ -818,25 +837,24 @@ class Accelerator(wiring.Component):
 
             # -- LINEAR: checks ------------------------------------------------------------------------------
             with m.State("LIN0"):
+                m.d.sync += [mul_a.eq(l_cin), mul_b.eq(l_G)]               # for LIN2
                 with m.If(L < _LIN_HDR):
                     fail(ERR_LENGTH)
                 with m.Else():
-                    m.d.comb += [mul_a.eq(l_tokens), mul_b.eq(l_B)]
                     m.next = "LIN1"
             with m.State("LIN1"):                                       # mul_p = tokens * B
+                m.d.sync += [mul_a.eq(l_tokens), mul_b.eq(l_cout)]          # for LIN3
                 with m.If(L != _LIN_HDR + mul_p):
                     fail(ERR_LENGTH)
                 with m.Elif((l_cin == 0) | (l_cin > self.in_max) | (l_cout == 0) | ~l_ob_ok):
                     fail(ERR_RANGE)
                 with m.Else():
-                    m.d.comb += [mul_a.eq(l_cin), mul_b.eq(l_G)]
                     m.next = "LIN2"
             with m.State("LIN2"):                                       # mul_p = c_in * G
                 m.d.sync += lin_rows.eq(mul_p)
                 with m.If((l_wbase + mul_p > R) | (l_pbase + l_cout > PC)):
                     fail(ERR_RANGE)
                 with m.Else():
-                    m.d.comb += [mul_a.eq(l_tokens), mul_b.eq(l_cout)]
                     m.next = "LIN3"
             with m.State("LIN3"):                                       # mul_p = tokens * c_out
                 m.d.sync += scan_end.eq(l_wbase + lin_rows - 1)
@@ -850,26 +868,24 @@ class Accelerator(wiring.Component):
                     m.d.comb += sp_next.eq(l_wbase)
                     m.next = "LIN_WM"
             with m.State("LIN_PAD"):                                    # fb_byte = last byte of token i
+                m.d.comb += [rp_next.eq(rp + l_B), sp_next.eq(l_wbase)]   # whatever fb_byte says
+                m.d.sync += i_cnt.eq(i_cnt + 1)
                 with m.If((fb_byte & l_pad) != 0):
                     fail(ERR_RANGE)
                 with m.Elif(i_cnt == l_tokens - 1):
-                    m.d.comb += sp_next.eq(l_wbase)
                     m.next = "LIN_WM"
-                with m.Else():
-                    m.d.comb += rp_next.eq(rp + l_B)
-                    m.d.sync += i_cnt.eq(i_cnt + 1)
             with m.State("LIN_WM"):
                 scan(wm_rd.data, scan_end, ERR_UNLOADED, "LIN_PM", then_sp=l_pbase)
             with m.State("LIN_PM"):
-                scan(pm_rd.data, l_pbase + l_cout - 1, ERR_UNLOADED, "LIN_CFG")
+                scan(pm_rd.data, l_pbase + l_cout - 1, ERR_UNLOADED, "LIN_CFG",
+                     on_done=[lcv.eq(1), lop.eq(LIN_CONFIG), tok_x.eq(0)])
 
             # -- LINEAR: run -----------------------------------------------------------------------------------
-            with m.State("LIN_CFG"):
-                m.d.comb += [lin_run.eq(1), lin.cmd.valid.eq(1), lin.cmd.payload.op.eq(LIN_CONFIG),
-                             lin.cmd.payload.c_in.eq(l_cin), lin.cmd.payload.groups.eq(l_G),
-                             lin.cmd.payload.base.eq(l_wbase)]
-                m.d.sync += [tok_x.eq(0), i_cnt.eq(0), j_cnt.eq(0)]
+            with m.State("LIN_CFG"):                                    # the CONFIG command is valid
+                m.d.comb += lin_run.eq(1)
+                m.d.sync += [i_cnt.eq(0), j_cnt.eq(0)]
                 with m.If(lin.cmd.ready):
+                    m.d.sync += lcv.eq(0)
                     m.d.comb += rp_next.eq(_LIN_HDR)
                     with m.If(l_tokens == 0):
                         m.next = "LIN_DRAIN"
@@ -880,13 +896,12 @@ class Accelerator(wiring.Component):
                 m.d.sync += [tok_x.word_select(j_cnt[:max(1, (len(tok_x) // 8 - 1).bit_length())], 8).eq(fb_byte),
                              j_cnt.eq(j_cnt + 1)]
                 with m.If(j_cnt == l_B - 1):
-                    m.d.sync += j_cnt.eq(0)
+                    m.d.sync += [j_cnt.eq(0), lcv.eq(1), lop.eq(LIN_TOKEN)]
                     m.next = "LIN_SEND"
-            with m.State("LIN_SEND"):
-                m.d.comb += [lin_run.eq(1), lin.cmd.valid.eq(1), lin.cmd.payload.op.eq(LIN_TOKEN),
-                             lin.cmd.payload.x.eq(tok_x[:self.in_max])]
+            with m.State("LIN_SEND"):                                   # the TOKEN command is valid
+                m.d.comb += lin_run.eq(1)
                 with m.If(lin.cmd.ready):
-                    m.d.sync += i_cnt.eq(i_cnt + 1)
+                    m.d.sync += [i_cnt.eq(i_cnt + 1), lcv.eq(0)]
                     with m.If(i_cnt == l_tokens - 1):
                         m.next = "LIN_DRAIN"
                     with m.Else():
@@ -913,24 +928,24 @@ class Accelerator(wiring.Component):
 
             # -- LIF -------------------------------------------------------------------------------------------
             with m.State("LIF0"):
+                m.d.sync += [mul_a.eq(f_neuron + f_tokens), mul_b.eq(f_gc)]  # for LIF2
                 with m.If(L < _LIF_HDR):
                     fail(ERR_LENGTH)
                 with m.Else():
-                    m.d.comb += [mul_a.eq(f_tokens), mul_b.eq(f_ch)]
                     m.next = "LIF1"
             with m.State("LIF1"):                                       # mul_p = tokens * channels
+                m.d.sync += [mul_a.eq(f_tokens), mul_b.eq(ceil_div(f_ch, 3))]  # for LIF3
                 with m.If(L != _LIF_HDR + (mul_p << 1)):
                     fail(ERR_LENGTH)
                 with m.Elif((f_ch == 0) | (f_first > 1)):
                     fail(ERR_RANGE)
                 with m.Else():
-                    m.d.comb += [mul_a.eq(f_neuron + f_tokens), mul_b.eq(f_gc)]
                     m.next = "LIF2"
             with m.State("LIF2"):                                       # mul_p = (neuron + tokens) * gc
+                m.d.sync += [mul_a.eq(f_neuron), mul_b.eq(f_gc)]            # for LIF4
                 with m.If(mul_p > MR):
                     fail(ERR_RANGE)
                 with m.Else():
-                    m.d.comb += [mul_a.eq(f_tokens), mul_b.eq(ceil_div(f_ch, 3))]
                     m.next = "LIF3"
             with m.State("LIF3"):                                       # mul_p = tokens * ceil(channels / 8)
                 with m.If(mul_p + 1 > MP):
@@ -938,7 +953,6 @@ class Accelerator(wiring.Component):
                 with m.Elif(~lif_written):
                     fail(ERR_UNLOADED)
                 with m.Else():
-                    m.d.comb += [mul_a.eq(f_neuron), mul_b.eq(f_gc)]
                     m.next = "LIF4"
             with m.State("LIF4"):                                       # mul_p = neuron * gc: token 0's row
                 m.d.sync += [f_tok_row.eq(mul_p), f_c.eq(0), f_n.eq(0), f_bits.eq(0)]
@@ -991,6 +1005,7 @@ class Accelerator(wiring.Component):
                     m.next = "AW_TYPE"
             with m.State("AW_TYPE"):                                    # fb_byte = a command's type at rp
                 with m.If(rp == L):
+                    m.d.sync += [mul_a.eq(n_rec), mul_b.eq(3 + (a_dim << a_ob_sel))]   # for AW_FIT
                     m.next = "AW_END"
                 with m.Else():
                     m.d.sync += att_kind.eq(fb_byte)                    # registered: the decision below
@@ -1049,7 +1064,6 @@ class Accelerator(wiring.Component):
                             | (a_pbase + a_dim > PC) | bad):
                     fail(ERR_RANGE)
                 with m.Else():
-                    m.d.comb += [mul_a.eq(n_rec), mul_b.eq(3 + (a_dim << a_ob_sel))]
                     m.next = "AW_FIT"
             with m.State("AW_FIT"):                                     # mul_p = records * record bytes
                 with m.If(mul_p + 1 > MP):
@@ -1058,15 +1072,15 @@ class Accelerator(wiring.Component):
                     m.d.comb += sp_next.eq(a_pbase)
                     m.next = "AW_PM"
             with m.State("AW_PM"):
-                scan(pm_rd.data, a_pbase + a_dim - 1, ERR_UNLOADED, "ATT_CFG")
+                scan(pm_rd.data, a_pbase + a_dim - 1, ERR_UNLOADED, "ATT_CFG",
+                     on_done=[acv.eq(1), aop.eq(ATT_CONFIG), amode.eq(a_mode[0]), att_a.eq(0), att_b.eq(0),
+                              att_skip.eq(0)])
 
             # -- ATTENTION: run ----------------------------------------------------------------------------------
-            acmd = att.cmd.payload
-            with m.State("ATT_CFG"):
-                m.d.comb += [att_run.eq(1), att.cmd.valid.eq(1), acmd.op.eq(0), acmd.mode.eq(a_mode[0]),
-                             acmd.dim.eq(a_dim), acmd.tokens.eq(a_tokens)]
-                m.d.sync += [att_a.eq(0), att_b.eq(0), att_skip.eq(0)]
+            with m.State("ATT_CFG"):                                    # the CONFIG command is valid
+                m.d.comb += att_run.eq(1)
                 with m.If(att.cmd.ready):
+                    m.d.sync += acv.eq(0)
                     m.d.comb += rp_next.eq(_ATT_HDR)
                     m.next = "ATT_TYPE"
             with m.State("ATT_TYPE"):
@@ -1078,10 +1092,13 @@ class Accelerator(wiring.Component):
                     m.d.comb += rp_next.eq(rp + 1)
                     with m.Switch(fb_byte):
                         with m.Case(CMD_KV, CMD_V_PAIR):
+                            m.d.sync += [aop.eq(ATT_KV), amode.eq(fb_byte == CMD_V_PAIR)]
                             m.next = "ATT_A"
                         with m.Case(CMD_Q):
+                            m.d.sync += [aop.eq(ATT_Q), amode.eq(0)]
                             m.next = "ATT_SKIP_LO"
-                        with m.Default():
+                        with m.Default():                               # CMD_CONST
+                            m.d.sync += [aop.eq(ATT_Q), amode.eq(1), acv.eq(1)]
                             m.next = "ATT_SEND"
             with m.State("ATT_SKIP_LO"):
                 m.d.comb += [att_run.eq(1), rp_next.eq(rp + 1)]
@@ -1100,17 +1117,17 @@ class Accelerator(wiring.Component):
                         m.d.sync += j_cnt.eq(0)
                         if then is None:                                # a Q token has no second bitmap
                             with m.If(att_kind == CMD_Q):
+                                m.d.sync += acv.eq(1)
                                 m.next = "ATT_SEND"
                             with m.Else():
                                 m.next = "ATT_B"
                         else:
+                            m.d.sync += acv.eq(1)
                             m.next = then
-            with m.State("ATT_SEND"):
-                kv = (att_kind == CMD_KV) | (att_kind == CMD_V_PAIR)
-                m.d.comb += [att_run.eq(1), att.cmd.valid.eq(1), acmd.op.eq(Mux(kv, 1, 2)),
-                             acmd.mode.eq((att_kind == CMD_V_PAIR) | (att_kind == CMD_CONST)),
-                             acmd.skip.eq(att_skip), acmd.a.eq(att_a[:DM]), acmd.b.eq(att_b[:DM])]
+            with m.State("ATT_SEND"):                                   # the KV / Q command is valid
+                m.d.comb += att_run.eq(1)
                 with m.If(att.cmd.ready):
+                    m.d.sync += acv.eq(0)
                     m.next = "ATT_TYPE"
             with m.State("ATT_DRAIN"):
                 m.d.comb += att_run.eq(1)
