@@ -2,10 +2,12 @@
 //
 // Bytes read from stdin are offered on rx (one per cycle while rx.ready), tx is always ready and its
 // bytes go to stdout. No Python per cycle: the host talks to this process through pipes
-// (driver.transport.VerilatorTransport). Ports (Amaranth's Verilog names): clk, rst, rx__valid,
+// (driver.transport.VerilatorTransport). Ports (Amaranth's Verilog names): clk, rx__valid,
 // rx__ready, rx__payload, tx__valid, tx__ready, tx__payload (Verilator spells "__" as "___05F" in
 // C++), and with -DHAS_BUSY a `busy` output (1 while
 // the component has work in flight: the harness then never waits for the host while it is busy).
+// There is no rst port: sim.byte_model.PowerOnReset resets the component in its first cycles, and the
+// harness idles WARMUP_CYCLES cycles before it offers the first byte.
 //
 // The simulation runs freely: with its input buffer empty it reads stdin every READ_EVERY cycles, and
 // after IDLE_POLL quiet cycles (no byte in or out) it waits up to 1 ms for input on each read, so a
@@ -28,6 +30,7 @@
 static const uint64_t IDLE_POLL = 4096;  // quiet cycles before the harness waits for input
 static const uint64_t READ_EVERY = 256;  // cycles between reads of stdin while its buffer is empty
 static const uint64_t DRAIN_CYCLES = 2000000;
+static const int WARMUP_CYCLES = 16;  // > sim.byte_model.POR_CYCLES
 
 static void flush_out(std::vector<uint8_t>& out) {
     size_t done = 0;
@@ -54,14 +57,12 @@ int main(int argc, char** argv) {
     bool eof = false;
     uint64_t cycles = 0, quiet = 0;
 
-    top->rst = 1;
     top->rx___05Fvalid = 0;
     top->tx___05Fready = 0;
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < WARMUP_CYCLES; i++) {
         top->clk = 0; top->eval();
         top->clk = 1; top->eval();
     }
-    top->rst = 0;
 
     while (true) {
         if (in.empty() && !eof && cycles % READ_EVERY == 0) {
