@@ -7,9 +7,15 @@ transport; the logits must equal the golden model's (the run fails otherwise). P
 it reports the input spikes, SOPs (input spikes x the output channels they reach), the engine's
 busy cycles (``emulator``: the ``golden_model.perf`` cycle models, which the RTL's counters match;
 ``verilator``: the RTL's own counters), lane utilisation ``SOPs / (P x busy)`` for the accumulate
-engines, and the bytes on the link. The link/engine balance is given at a 100 MHz clock for two
-links: the boards' 115,200 baud UART (10 bits per byte) and a 12 Mbit/s USB-FIFO bridge
-(FT2232H-class, 8 bits per byte). ``verilator`` also reports simulated cycles per wall second.
+engines, and the bytes on the link split by class (``driver.protocol.LINK_CLASSES``: weights,
+parameters, activations in, results out, control). The link/engine balance is given at a 100 MHz
+clock for three links: a 115,200 baud UART and a 3 Mbaud UART (10 bits per byte; the ULX3S's FT231X
+reaches 3 Mbaud) and a 12 Mbit/s USB-FIFO bridge (FT2232H-class, 8 bits per byte).
+
+``verilator`` also reports the simulation speed two ways: simulated cycles per wall second of the
+whole run (host Python included; the cycles include those the model idles while the host prepares
+frames), and the model alone: the recorded request bytes replayed into a fresh model process with
+no host in the loop (its responses must equal the run's byte for byte).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import torch
 
 MODELS = ("svformer-tiny", "spikevideoformer-tiny")
 CLOCK_HZ = 100e6
-LINKS = {"uart_115200": 115200 / 10, "usb_fifo_12M": 12e6 / 8}  # bytes per second
+LINKS = {"uart_115200": 115200 / 10, "uart_3M": 3e6 / 10, "usb_fifo_12M": 12e6 / 8}  # bytes per second
 
 
 def open_device(transport: str):
@@ -38,12 +44,27 @@ def open_device(transport: str):
     from sim.byte_model import build_byte_model
 
     binary = build_byte_model("accelerator", Accelerator)
-    t = VerilatorTransport(binary)
+    t = VerilatorTransport(binary, record=True)
     return Device(t, timeout=600.0), t
+
+
+def replay(binary, sent: bytes, received: bytes) -> dict:
+    """Feed ``sent`` into a fresh model process at once; its output must equal ``received``."""
+    import subprocess
+
+    t0 = time.perf_counter()
+    res = subprocess.run([str(binary)], input=bytes(sent), capture_output=True, timeout=3600)
+    wall = time.perf_counter() - t0
+    if res.returncode != 0 or res.stdout != bytes(received):
+        raise SystemExit(f"replay of {len(sent):,} bytes: exit {res.returncode}, "
+                         f"output {'equal' if res.stdout == bytes(received) else 'differs'}")
+    cycles = int(next(ln.split()[1] for ln in res.stderr.decode().splitlines() if ln.startswith("cycles ")))
+    return {"cycles": cycles, "wall_s": wall, "cycles_per_second": cycles / wall}
 
 
 def model_rows(model: str, transport: str, clip: int) -> dict:
     from driver.program import compile_model
+    from driver.protocol import LINK_CLASSES
     from driver.run import run
     from golden_model.pipeline import load_golden
     from golden_model.train import test_split
@@ -68,12 +89,17 @@ def model_rows(model: str, transport: str, clip: int) -> dict:
         acc_engine = s.kind in ("linear", "conv", "attention")
         util = (s.sops / (info.lanes * busy)) if acc_engine and s.kind != "attention" and busy else None
         rows.append({"layer": s.name, "kind": s.kind, "in_spikes": s.in_spikes, "sops": s.sops, "busy": busy,
-                     "utilisation": util, "bytes_in": c.get("bytes_in", 0), "bytes_out": c.get("bytes_out", 0)})
+                     "utilisation": util, "bytes_in": c.get("bytes_in", 0), "bytes_out": c.get("bytes_out", 0),
+                     "link": {k: s.link.get(k, 0) for k in LINK_CLASSES}})
     busy = sum(r["busy"] for r in rows)
     link_bytes = sum(r["bytes_in"] + r["bytes_out"] for r in rows)
+    link_split = {k: sum(r["link"][k] for r in rows) for k in LINK_CLASSES}
+    if sum(link_split.values()) != link_bytes:
+        raise SystemExit(f"{model}: host link bytes {sum(link_split.values())} != device counters {link_bytes}")
     acc_rows = [r for r in rows if r["kind"] in ("linear", "conv")]
     out = {"model": model, "transport": transport, "lanes": info.lanes, "layers": rows, "wall_s": wall,
            "engine_busy_cycles": busy, "sops": sum(r["sops"] for r in rows), "link_bytes": link_bytes,
+           "link_bytes_by_class": link_split,
            "engine_seconds_at_100MHz": busy / CLOCK_HZ,
            "link_seconds": {k: link_bytes / v for k, v in LINKS.items()},
            "linear_utilisation": (sum(r["sops"] for r in acc_rows) / (info.lanes * sum(r["busy"] for r in acc_rows))
@@ -81,6 +107,7 @@ def model_rows(model: str, transport: str, clip: int) -> dict:
     if pipe is not None:
         out["simulated_cycles"] = pipe.cycles
         out["simulated_cycles_per_second"] = pipe.cycles / wall if pipe.cycles else None
+        out["model_alone"] = replay(pipe.binary, pipe.sent, pipe.received)
     return out
 
 
@@ -104,6 +131,11 @@ def main(argv: list[str] | None = None) -> int:
               f" 100 MHz; link {r['link_bytes']:,} bytes = "
               + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in r["link_seconds"].items())
               + f"; spike-accumulate utilisation {r['linear_utilisation']:.3f}")
+        print("  link bytes by class: " + ", ".join(f"{k} {v:,}" for k, v in r["link_bytes_by_class"].items()))
+        if "model_alone" in r:
+            a = r["model_alone"]
+            print(f"  model alone (replayed requests): {a['cycles']:,} cycles in {a['wall_s']:.2f} s = "
+                  f"{a['cycles_per_second']:,.0f} cycles/s")
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"accelerator_run_{args.transport}.json"
     path.write_text(json.dumps({"env": {"torch": torch.__version__, "python": platform.python_version(),

@@ -375,6 +375,13 @@ def _dtype_name(t: torch.Tensor) -> str:
 # Client
 # --------------------------------------------------------------------------------------------
 
+#: Link traffic classes of :attr:`Device.link_bytes` (whole frames, header and CRC included).
+LINK_CLASSES = ("weights", "params", "activations", "results", "control")
+_REQUEST_CLASS = {OP_WRITE_WEIGHTS: "weights", OP_WRITE_PARAMS: "params", OP_WRITE_LIF: "params",
+                  OP_LINEAR: "activations", OP_LIF: "activations", OP_ATTENTION: "activations"}
+_RESPONSE_CLASS = {OP_LINEAR: "results", OP_LIF: "results", OP_ATTENTION: "results"}
+
+
 class Device:
     """Protocol client over a transport (``driver.transport``): one method per op.
 
@@ -384,6 +391,11 @@ class Device:
     non-zero status, :class:`TransportTimeout` when no complete response arrives within ``timeout``
     seconds, and :class:`ProtocolError` on a malformed response. Results are returned whole or not
     at all.
+
+    :attr:`link_bytes` counts the frames' bytes on the link by class (:data:`LINK_CLASSES`): requests
+    carrying weights (WRITE_WEIGHTS), parameters (WRITE_PARAMS, WRITE_LIF) or activations (the spikes
+    and values of LINEAR / LIF / ATTENTION), the responses of those three (results), and everything
+    else (control: INFO, COUNTERS, RESET, the status-only responses of the writes, discarded bytes).
     """
 
     def __init__(self, transport, *, timeout: float = 5.0):
@@ -395,6 +407,7 @@ class Device:
         self._info: DeviceInfo | None = None
         self.stale_responses = 0   # responses with another tag, discarded
         self.skipped_bytes = 0     # bytes before a response's sync byte, discarded
+        self.link_bytes = dict.fromkeys(LINK_CLASSES, 0)
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -420,7 +433,9 @@ class Device:
             raise ValueError(f"{OPCODE_NAMES.get(opcode, opcode)} payload of {len(payload)} bytes > max_payload "
                              f"{self._info.max_payload}")
         tag = self._next_tag()
-        self.transport.write(encode_frame(opcode, tag, payload))
+        frame = encode_frame(opcode, tag, payload)
+        self.transport.write(frame)
+        self.link_bytes[_REQUEST_CLASS.get(opcode, "control")] += len(frame)
         return tag
 
     def _read(self, n: int, deadline: float, what: str) -> bytes:
@@ -435,6 +450,7 @@ class Device:
     def _read_frame(self, deadline: float, what: str) -> Frame:
         while (b := self._read(1, deadline, what)[0]) != SYNC_DEVICE:
             self.skipped_bytes += 1
+            self.link_bytes["control"] += 1
         head = bytes((b,)) + self._read(HEADER_SIZE - 1, deadline, what)
         try:
             length = _check_header(head, SYNC_DEVICE, self._max_payload())
@@ -454,6 +470,8 @@ class Device:
         deadline = time.monotonic() + self.timeout
         while True:
             f = self._read_frame(deadline, what)
+            self.link_bytes[_RESPONSE_CLASS.get(f.opcode, "control") if f.tag == tag else "control"] += (
+                HEADER_SIZE + len(f.payload) + CRC_SIZE)
             if f.tag != tag:
                 self.stale_responses += 1
                 continue

@@ -6,8 +6,10 @@ and reads the results back; host layers run the golden integer ops. So the logit
 model's exactly when the device is exact, and any difference is the device's.
 
 Per offloaded layer the result records the device counters' deltas (busy cycles, spikes,
-accumulate operations per engine), the frames and bytes on the link, the input spikes and the
-layer's SOPs (``sum over input spikes of the output channels they reach``).
+accumulate operations per engine), the frames and bytes on the link (the device's counters, and the
+host's split by class: weights, parameters, activations, results, control; see
+``driver.protocol.Device.link_bytes``), the input spikes and the layer's SOPs (``sum over input
+spikes of the output channels they reach``).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class LayerStats:
     sops: int = 0
     out_spikes: int = 0
     counters: dict = field(default_factory=dict)
+    link: dict = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
@@ -75,14 +78,17 @@ class _Ctx:
         self.stats: dict[str, LayerStats] = {}
         self.bar = bar
 
-    def begin(self, plan: LayerPlan) -> tuple[LayerStats, dict, float]:
+    def begin(self, plan: LayerPlan) -> tuple[LayerStats, tuple[dict, dict], float]:
         st = self.stats.setdefault(plan.name, LayerStats(plan.name, plan.kind))
-        return st, self.device.counters(), time.perf_counter()
+        counters = self.device.counters()
+        return st, (counters, dict(self.device.link_bytes)), time.perf_counter()
 
-    def end(self, st: LayerStats, before: dict, t0: float) -> None:
+    def end(self, st: LayerStats, before: tuple[dict, dict], t0: float) -> None:
         after = self.device.counters()
         for k, v in after.items():
-            st.counters[k] = st.counters.get(k, 0) + ((v - before.get(k, 0)) & 0xFFFF_FFFF)
+            st.counters[k] = st.counters.get(k, 0) + ((v - before[0].get(k, 0)) & 0xFFFF_FFFF)
+        for k, v in self.device.link_bytes.items():
+            st.link[k] = st.link.get(k, 0) + v - before[1].get(k, 0)
         st.calls += 1
         st.seconds += time.perf_counter() - t0
         if self.bar is not None:

@@ -132,9 +132,11 @@ class SerialTransport(Transport):
 class VerilatorTransport(Transport):
     """A Verilator model of a byte-stream component (``sim.byte_model.build_byte_model``) run as a
     subprocess: request bytes go to its stdin, response bytes come from its stdout. No Python runs
-    per simulated cycle. After :meth:`close`, :attr:`cycles` holds the clock cycles it simulated."""
+    per simulated cycle. After :meth:`close`, :attr:`cycles` holds the clock cycles it simulated.
+    With ``record=True``, :attr:`sent` and :attr:`received` keep every byte written and read (to
+    replay the request stream into a model with no host in the loop, ``benchmarks.accelerator_run``)."""
 
-    def __init__(self, binary, *, args: tuple[str, ...] = ()):
+    def __init__(self, binary, *, args: tuple[str, ...] = (), record: bool = False):
         import subprocess
 
         self.binary = str(binary)
@@ -143,9 +145,13 @@ class VerilatorTransport(Transport):
         self._buf = bytearray()
         self.cycles: int | None = None
         self.stderr = ""
+        self.record = record
+        self.sent, self.received = bytearray(), bytearray()
 
     def write(self, data: bytes) -> None:
         self._check_open()
+        if self.record:
+            self.sent += data
         try:
             self.proc.stdin.write(bytes(data))
         except BrokenPipeError as e:
@@ -172,6 +178,8 @@ class VerilatorTransport(Transport):
                 self._buf += chunk
         out = bytes(self._buf[:n])
         del self._buf[:n]
+        if self.record:
+            self.received += out
         return out
 
     def reset_input(self) -> None:

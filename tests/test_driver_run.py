@@ -59,6 +59,17 @@ def test_whole_model_bit_exact(golden):
     assert {"lif", "attention"} <= kinds and kinds & {"linear", "conv"}
     assert sum(s.counters.get("linear_busy", 0) for s in res.layers) > 0
     assert sum(s.counters.get("attention_busy", 0) for s in res.layers) > 0
+    _check_link_split(res.layers)
+
+
+def _check_link_split(layers) -> None:
+    """The host's bytes by class add up to the device's own byte counters, layer by layer, and each
+    class appears where it must: weights only for spike-accumulate layers, activations and results
+    for every layer."""
+    for s in layers:
+        assert sum(s.link.values()) == s.counters["bytes_in"] + s.counters["bytes_out"], s.name
+        assert s.link["activations"] > 0 and s.link["results"] > 0 and s.link["control"] > 0, s.name
+        assert (s.link["weights"] > 0) == (s.kind in ("linear", "conv")), s.name
 
 
 def test_tiled_on_a_small_device(golden):
@@ -70,6 +81,7 @@ def test_tiled_on_a_small_device(golden):
     assert any(t.k_hi - t.k_lo < p.c_in for p in prog.plans.values() for t in p.tiles)
     res = run(prog, x, dev, progress=False)
     assert torch.equal(res.logits, golden.int_model(x))
+    _check_link_split(res.layers)
 
 
 def test_model_that_does_not_fit(golden):
@@ -142,6 +154,8 @@ def test_verilator_end_to_end(golden):
     for g, e in zip(got.layers, emu.layers, strict=True):
         assert g.name == e.name
         assert {k: g.counters[k] for k in keys} == {k: e.counters[k] for k in keys}, g.name
+        assert g.link == e.link, g.name  # the same frames on the link, class by class
+    _check_link_split(got.layers)
 
 
 def test_cli_run_verilator():
