@@ -121,4 +121,4 @@ class PLIF(LIF):
         return self.w.sigmoid()
 
     def extra_repr(self) -> str:
-        return f"sigmoid(w)={float(self.w.sigmoid()):.4f}, v_threshold={self.v_threshold}"
+        return f"sigmoid(w)={float(self.w.detach().sigmoid()):.4f}, v_threshold={self.v_threshold}"

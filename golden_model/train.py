@@ -128,8 +128,11 @@ def train(model_name: str = "svformer-tiny", epochs: int | None = None, batch_si
           train_size: int | None = None, test_size: int | None = None, *, weight_decay: float = 0.05,
           label_smoothing: float = 0.1, warmup_epochs: float = 1.0, grad_clip: float = 5.0,
           data_seed: int = 0, threads: int | None = 1, progress: bool = True,
-          log: Callable[[str], None] | None = None) -> tuple[nn.Module, dict]:
+          log: Callable[[str], None] | None = None, model: nn.Module | None = None) -> tuple[nn.Module, dict]:
     """Train ``model_name`` from scratch on :class:`SyntheticActions`; returns ``(model, meta)``.
+
+    With ``model`` given, train that (a ``model_name`` model, e.g. a loaded checkpoint: fine-tuning,
+    :mod:`golden_model.qat`) in place instead of a freshly initialised one.
 
     ``None`` arguments take :func:`train_defaults`. AdamW (no decay on biases, norms and PLIF
     ``w``), linear warm-up then cosine decay per step, label smoothing, gradient-norm clipping.
@@ -167,7 +170,8 @@ def train(model_name: str = "svformer-tiny", epochs: int | None = None, batch_si
             torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.manual_seed(seed)
-        model = build_model(model_name, num_classes=NUM_CLASSES)
+        if model is None:
+            model = build_model(model_name, num_classes=NUM_CLASSES)
         cfg = model.cfg
         train_ds = SyntheticActions("train", train_size, cfg.frames, cfg.img_size, data_seed)
         test_ds = SyntheticActions("test", test_size, cfg.frames, cfg.img_size, data_seed)

@@ -1,4 +1,5 @@
-"""Golden-model commands: ``demo`` (the main job), ``quantize`` (accuracy cost), ``trace`` (layer dumps)."""
+"""Golden-model commands: ``demo`` (the main job), ``quantize`` (accuracy cost), ``qat`` (quantisation-aware
+fine-tuning), ``trace`` (layer dumps)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,21 @@ def register(sub) -> None:
     p.add_argument("--calib", type=int, default=64, help="calibration clips from the training split")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=quantize_cmd)
+
+    p = sub.add_parser("qat", help="quantisation-aware fine-tuning when quantisation costs accuracy",
+                       description="Fine-tune a trained checkpoint with the integer formats imposed in the forward "
+                       "pass (golden_model.qat), quantise it again, and report float and integer accuracy before "
+                       "and after on the synthetic test split.")
+    p.add_argument("--model", default="spikevideoformer-tiny", help="shipped model name or checkpoint path")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--calib", type=int, default=64, help="calibration clips from the training split")
+    p.add_argument("--test-size", type=int, default=500)
+    p.add_argument("--train-size", type=int, default=None, help="fine-tuning clips (default: the checkpoint's)")
+    p.add_argument("--out", type=Path, default=None, help="checkpoint to write (default runs/qat/<model>-qat.pt)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=qat_cmd)
 
     p = sub.add_parser("trace", help="dump integer spike tensors / accumulators of chosen layers for a clip")
     p.add_argument("--model", default="svformer-tiny", help="shipped model name or checkpoint path")
@@ -90,6 +106,49 @@ def quantize_cmd(args) -> int:
     print(f"  integer accuracy {100 * res.int_acc:6.2f} %   (cost {res.cost:+.2f} points)")
     print(f"  class agreement  {100 * res.agreement:6.2f} %   integer run-to-run identical: {res.deterministic}")
     print(f"  residual format  int16 Q.{res.frac_bits}")
+    return 0
+
+
+def qat_cmd(args) -> int:
+    from golden_model.pipeline import calibration_clips, compare, quantize
+    from golden_model.qat import fine_tune
+    from golden_model.train import load_checkpoint, save_checkpoint, test_split
+
+    if min(args.epochs, args.calib, args.test_size, args.train_size or 1) < 1 or args.lr <= 0:
+        raise ValueError("--epochs, --calib, --test-size and --train-size must be >= 1 and --lr > 0")
+    model, meta = load_checkpoint(args.model)
+    name = meta.get("model", args.model)
+    out = args.out or Path("runs/qat") / f"{name}-qat.pt"
+    calib = calibration_clips(meta, args.calib)
+    test = test_split(meta, size=args.test_size)
+    clips, labels = test.batch(slice(None))
+    say = (lambda s: None) if args.json else print
+
+    def measure(m):
+        with torch.inference_mode():
+            return compare(m, quantize(m, calib), clips, labels, progress=not args.json)
+
+    before = measure(model)
+    say(f"{name}: before: float {100 * before.float_acc:.2f} %, integer {100 * before.int_acc:.2f} % "
+        f"(cost {before.cost:+.2f} points)")
+    model, new_meta = fine_tune(model, meta, calib, epochs=args.epochs, lr=args.lr, seed=args.seed,
+                                train_size=args.train_size, test_size=args.test_size, progress=not args.json,
+                                log=say)
+    after = measure(model)
+    new_meta["qat"]["after"] = after.to_dict()
+    new_meta["qat"]["before"] = before.to_dict()
+    path = save_checkpoint(model, new_meta, out)
+    result = {"model": name, "checkpoint": str(path), "epochs": args.epochs, "lr": args.lr,
+              "calibration_clips": args.calib, "before": before.to_dict(), "after": after.to_dict(),
+              "integer_gain_points": 100 * (after.int_acc - before.int_acc),
+              "integer_vs_original_float_points": 100 * (before.float_acc - after.int_acc)}
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{name}: after {args.epochs} QAT epochs: float {100 * after.float_acc:.2f} %, integer "
+          f"{100 * after.int_acc:.2f} % ({result['integer_gain_points']:+.2f} points; "
+          f"{result['integer_vs_original_float_points']:+.2f} below the original float model)")
+    print(f"wrote {path}")
     return 0
 
 
