@@ -37,7 +37,7 @@ from .quant import calibrate, int8_scale, residual_frac_bits
 from .spikevideoformer import SpikeVideoFormer
 from .svformer import SVFormer
 
-__all__ = ["Formats", "calibrate_formats", "fake_quant", "fine_tune"]
+__all__ = ["Formats", "calibrate_formats", "fake_quant", "fine_tune", "frozen_batchnorm"]
 
 
 @dataclass(frozen=True)
@@ -145,14 +145,33 @@ def fake_quant(model: nn.Module, formats: Formats) -> Iterator[nn.Module]:
                     params[name] = params.pop(name)
 
 
-def fine_tune(model: nn.Module, meta: dict, calib_clips: list[torch.Tensor], *, epochs: int = 2,
-              lr: float = 2e-4, batch_size: int | None = None, train_size: int | None = None,
+@contextmanager
+def frozen_batchnorm(model: nn.Module) -> Iterator[nn.Module]:
+    """Every BatchNorm normalises with its running statistics and leaves them unchanged, even in
+    training mode, while the context is open (its affine terms still train). Fine-tuning then sees
+    the same normalisation as inference, hence as the integer model's folded requant."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+    def freeze(mod, args) -> None:
+        mod.training = False
+
+    handles = [m.register_forward_pre_hook(freeze) for m in bns]
+    try:
+        yield model
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def fine_tune(model: nn.Module, meta: dict, calib_clips: list[torch.Tensor], *, epochs: int = 1,
+              lr: float = 2e-5, batch_size: int | None = None, train_size: int | None = None,
               test_size: int | None = None, seed: int = 1,
               progress: bool = True, log=None) -> tuple[nn.Module, dict]:
     """Quantisation-aware fine-tuning of a trained checkpoint (``model``, ``meta`` from
     :func:`golden_model.train.load_checkpoint`) on its synthetic training set, in place.
 
-    ``epochs`` at learning rate ``lr`` (AdamW, cosine decay, no warm-up; batch size, training- and
+    BatchNorm statistics stay frozen (:func:`frozen_batchnorm`). ``epochs`` at learning rate ``lr``
+    (AdamW, cosine decay, no warm-up; batch size, training- and
     test-set sizes and the other settings as the checkpoint's training unless given). Returns
     ``(model, meta)`` with ``meta["qat"]`` recording the settings and the formats. The formats are
     calibrated once, before fine-tuning; quantise the result again
@@ -164,7 +183,7 @@ def fine_tune(model: nn.Module, meta: dict, calib_clips: list[torch.Tensor], *, 
     formats = calibrate_formats(model, calib_clips)
     d = meta.get("train", {}) or train_defaults(name)
     ds = meta.get("dataset", {})
-    with fake_quant(model, formats):
+    with fake_quant(model, formats), frozen_batchnorm(model):
         model, new_meta = train(name, model=model, epochs=epochs, lr=lr, warmup_epochs=0.0, seed=seed,
                                 batch_size=batch_size or d.get("batch_size"),
                                 train_size=train_size or ds.get("train_size"),
