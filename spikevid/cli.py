@@ -12,6 +12,7 @@ COMMAND_MODULES = (
     "spikevid.cmd_train",
     "spikevid.cmd_golden",
     "spikevid.cmd_run",
+    "spikevid.cmd_eval",
 )
 
 
