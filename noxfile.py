@@ -3,6 +3,8 @@
 * ``nox``               -> ``tests``: the fast test suite (the README's test command)
 * ``nox -s rtl``        -> the RTL tests only (Amaranth pysim and cocotb on Verilator)
 * ``nox -s bench``      -> golden-model speed, attention-engine cycles; writes ``runs/bench/*.json``
+* ``nox -s bitstreams -- <config>`` -> board bitstreams with YoWASP Yosys / nextpnr, reports in
+  ``bitstreams/reports/`` (``bitstreams/README.md``; default ``ulx3s-85f``)
 * ``nox -s lint``       -> ruff
 """
 
@@ -32,7 +34,9 @@ def rtl(session: nox.Session) -> None:
     """RTL tests: Amaranth pysim, and cocotb testbenches on Verilator (builds cached in sim_build/)."""
     session.run(sys.executable, "-m", "pytest", "-q", "tests/test_rtl_cocotb.py", "tests/test_rtl_pysim.py",
                 "tests/test_spike_accum.py", "tests/test_spike_accum_cocotb.py", "tests/test_accelerator.py",
-                "tests/test_accelerator_cocotb.py", "tests/test_uart.py", "tests/test_byte_model.py", *session.posargs,
+                "tests/test_accelerator_cocotb.py", "tests/test_uart.py", "tests/test_byte_model.py",
+                "tests/test_serial_top.py", "tests/test_serial_top_cocotb.py", "tests/test_bitstreams.py",
+                *session.posargs,
                 env={"PYTHONWARNINGS": "error::DeprecationWarning"})
 
 
@@ -44,6 +48,14 @@ def bench(session: nox.Session) -> None:
     session.run(sys.executable, "-m", "benchmarks.attention_engine")
     session.run(sys.executable, "-m", "benchmarks.accelerator_run", "--transport", "emulator")
     session.run(sys.executable, "-m", "benchmarks.accelerator_run", "--transport", "verilator")
+
+
+@nox.session
+def bitstreams(session: nox.Session) -> None:
+    """Board bitstreams (``nox -s bitstreams -- ulx3s-85f icebreaker``, or ``all``): Yosys + nextpnr from the
+    YoWASP wheels, bitstream in ``build/<config>/``, report in ``bitstreams/reports/<config>.{json,md}``.
+    Fails when timing fails."""
+    session.run(sys.executable, "-m", "bitstreams.build", *(session.posargs or ["ulx3s-85f"]))
 
 
 @nox.session

@@ -500,11 +500,24 @@ class Device:
         """Send several requests back to back, then collect their responses (matched by tag).
 
         Returns each response's data. All responses are read before the first non-zero status is
-        raised as :class:`DeviceError`. At most 255 requests (distinct tags)."""
+        raised as :class:`DeviceError`. At most 255 requests (distinct tags).
+
+        A transport with a ``max_in_flight_bytes`` limit (a UART without flow control in front of a
+        FIFO of that many bytes, ``rtl.serial_top``) never has more request bytes sent and unanswered
+        than that: a request waits for earlier responses when it would exceed the limit (a single
+        request is always sent once nothing is in flight)."""
         if len(requests) > 255:
             raise ValueError(f"at most 255 pipelined requests (distinct tags), got {len(requests)}")
-        sent = [(op, self.send(op, payload)) for op, payload in requests]
-        frames = [self.receive(op, tag) for op, tag in sent]
+        limit = getattr(self.transport, "max_in_flight_bytes", None)
+        frames: list[Frame] = []
+        pending: list[tuple[int, int, int]] = []        # (opcode, tag, request bytes) sent, not answered
+        for op, payload in requests:
+            size = len(payload) + FRAME_OVERHEAD
+            while pending and limit is not None and sum(p[2] for p in pending) + size > limit:
+                rop, rtag, _ = pending.pop(0)
+                frames.append(self.receive(rop, rtag))
+            pending.append((op, self.send(op, payload), size))
+        frames += [self.receive(op, tag) for op, tag, _ in pending]
         return [self._check_status(f) for f in frames]
 
     def resync(self) -> DeviceInfo:

@@ -21,9 +21,14 @@ __all__ = ["Transport", "EmulatorTransport", "SerialTransport", "VerilatorTransp
 
 
 class Transport:
-    """Byte pipe to a device. Subclasses implement :meth:`write` and :meth:`read`."""
+    """Byte pipe to a device. Subclasses implement :meth:`write` and :meth:`read`.
+
+    ``max_in_flight_bytes``: the most request bytes that may be sent and not yet answered (``None``:
+    no limit). A link without flow control sets it to the device's receive buffer
+    (:meth:`driver.protocol.Device.pipeline` keeps to it)."""
 
     closed = False
+    max_in_flight_bytes: int | None = None
 
     def write(self, data: bytes) -> None:
         raise NotImplementedError
@@ -87,13 +92,20 @@ class SerialTransport(Transport):
 
     ``write_timeout`` (seconds) bounds a blocked write (:class:`TransportTimeout`); further keyword
     arguments go to ``serial.Serial`` (``bytesize``, ``parity``, ``rtscts`` ...). The port opens 8N1,
-    no flow control, unless told otherwise."""
+    no flow control, unless told otherwise.
 
-    def __init__(self, port: str, baudrate: int = 115200, *, write_timeout: float = 5.0, **kw):
+    ``max_in_flight_bytes``: a board top (``rtl.serial_top.SerialAccelerator``) has no flow control, only
+    an RX FIFO; give its depth (``bitstreams/reports/<config>.json``, ``config.rx_fifo_depth``) to let
+    :meth:`~driver.protocol.Device.pipeline` overlap requests. The default, 1, sends one request at a
+    time (always safe: every request waits for the previous response)."""
+
+    def __init__(self, port: str, baudrate: int = 115200, *, write_timeout: float = 5.0,
+                 max_in_flight_bytes: int | None = 1, **kw):
         import serial
 
         self._serial_mod = serial
         self.port = port
+        self.max_in_flight_bytes = max_in_flight_bytes
         self.serial = serial.Serial(port, baudrate=baudrate, timeout=0, write_timeout=write_timeout, **kw)
         self._buf = bytearray()
 

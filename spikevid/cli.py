@@ -13,6 +13,7 @@ COMMAND_MODULES = (
     "spikevid.cmd_golden",
     "spikevid.cmd_run",
     "spikevid.cmd_eval",
+    "spikevid.cmd_synth",
 )
 
 

