@@ -163,8 +163,8 @@ def frozen_batchnorm(model: nn.Module) -> Iterator[nn.Module]:
             h.remove()
 
 
-def fine_tune(model: nn.Module, meta: dict, calib_clips: list[torch.Tensor], *, epochs: int = 1,
-              lr: float = 2e-5, batch_size: int | None = None, train_size: int | None = None,
+def fine_tune(model: nn.Module, meta: dict, calib_clips: list[torch.Tensor], *, epochs: int = 3,
+              lr: float = 1e-4, batch_size: int | None = None, train_size: int | None = None,
               test_size: int | None = None, seed: int = 1,
               progress: bool = True, log=None) -> tuple[nn.Module, dict]:
     """Quantisation-aware fine-tuning of a trained checkpoint (``model``, ``meta`` from

@@ -29,8 +29,8 @@ def register(sub) -> None:
                        "pass (golden_model.qat), quantise it again, and report float and integer accuracy before "
                        "and after on the synthetic test split.")
     p.add_argument("--model", default="spikevideoformer-tiny", help="shipped model name or checkpoint path")
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--lr", type=float, default=2e-5)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--calib", type=int, default=64, help="calibration clips from the training split")
     p.add_argument("--test-size", type=int, default=500)
