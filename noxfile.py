@@ -2,7 +2,8 @@
 
 * ``nox``               -> ``tests``: the fast test suite (the README's test command)
 * ``nox -s rtl``        -> the RTL tests only (Amaranth pysim and cocotb on Verilator)
-* ``nox -s bench``      -> golden-model speed, attention-engine cycles; writes ``runs/bench/*.json``
+* ``nox -s bench``      -> golden-model speed, attention-engine cycles, the tiny models on the RTL accelerator
+                           vs CPU and GPU (``spikevid bench``); writes ``runs/bench/*.json``
 * ``nox -s bitstreams -- <config>`` -> board bitstreams with YoWASP Yosys / nextpnr, reports in
   ``bitstreams/reports/`` (``bitstreams/README.md``; default ``ulx3s-85f``)
 * ``nox -s lint``       -> ruff
@@ -43,11 +44,13 @@ def rtl(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Golden-model inference time per clip; attention-engine cycles and utilisation; whole tiny models
-    through the accelerator protocol (see BENCHMARKS.md)."""
+    through the accelerator protocol; accelerator vs CPU vs GPU per clip (see BENCHMARKS.md)."""
     session.run(sys.executable, "-m", "benchmarks.golden_speed", *session.posargs)
     session.run(sys.executable, "-m", "benchmarks.attention_engine")
     session.run(sys.executable, "-m", "benchmarks.accelerator_run", "--transport", "emulator")
     session.run(sys.executable, "-m", "benchmarks.accelerator_run", "--transport", "verilator")
+    for model in ("svformer-tiny", "spikevideoformer-tiny"):  # accelerator (RTL) vs CPU vs GPU, issue 6
+        session.run(sys.executable, "-m", "benchmarks.compare", "--model", model, "--transport", "verilator")
 
 
 @nox.session

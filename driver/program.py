@@ -22,6 +22,7 @@ above ``att_max_tokens``) raise when the layer runs, before it sends anything.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 
@@ -30,7 +31,7 @@ import torch
 from golden_model.intlayers import IntAttention, IntConv, IntLIF, IntLinear, IntModelBase, Requant
 
 __all__ = ["ModelDoesNotFit", "WeightTile", "LayerPlan", "Program", "compile_model", "pack_weight_rows",
-           "offload_kind", "walk_layers"]
+           "offload_kind", "walk_layers", "with_planned_layers"]
 
 
 class ModelDoesNotFit(ValueError):
@@ -183,3 +184,30 @@ def compile_model(int_model: IntModelBase, info) -> Program:
         raise ModelDoesNotFit(f"{int_model.name}: {len(problems)} layer(s) do not fit the device: "
                               + "; ".join(problems))
     return Program(int_model, info, plans, host)
+
+
+def with_planned_layers(obj, program: Program, make, memo: dict | None = None):
+    """A structural copy of an integer model tree (dataclasses, lists, tuples) in which every layer that
+    ``program`` plans is replaced by ``make(kind, plan)`` (``kind``: :func:`offload_kind`); tensors,
+    requant parameters and every other object are shared, not copied."""
+    memo = {} if memo is None else memo
+    if id(obj) in memo:
+        return memo[id(obj)]
+    if isinstance(obj, torch.Tensor | Requant):
+        return obj
+    kind = offload_kind(obj)
+    if kind is not None and getattr(obj, "name", None) in program.plans:
+        new = make(kind, program.plans[obj.name])
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        new = copy.copy(obj)
+        memo[id(obj)] = new
+        for f in dataclasses.fields(obj):
+            object.__setattr__(new, f.name, with_planned_layers(getattr(obj, f.name), program, make, memo))
+    elif isinstance(obj, list):
+        new = [with_planned_layers(x, program, make, memo) for x in obj]
+    elif isinstance(obj, tuple):
+        new = tuple(with_planned_layers(x, program, make, memo) for x in obj)
+    else:
+        new = obj
+    memo[id(obj)] = new
+    return new

@@ -14,8 +14,6 @@ spikes of the output channels they reach``).
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -24,7 +22,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from driver.attention import decode_readout, encode_window
-from driver.program import LayerPlan, Program, offload_kind
+from driver.program import LayerPlan, Program, with_planned_layers
 from driver.protocol import ATTENTION_HEADER, attention_command_bytes
 from golden_model import intops
 from golden_model.intlayers import NULL_TRACER, Requant, Tracer
@@ -301,30 +299,6 @@ class _OffloadAttention:
 _PROXIES = {"linear": _OffloadLinear, "conv": _OffloadConv, "lif": _OffloadLIF, "attention": _OffloadAttention}
 
 
-def _with_proxies(obj, ctx: _Ctx, memo: dict):
-    """A structural copy of the model tree with every planned layer replaced by its proxy."""
-    if id(obj) in memo:
-        return memo[id(obj)]
-    if isinstance(obj, torch.Tensor | Requant):
-        return obj
-    kind = offload_kind(obj)
-    if kind is not None and getattr(obj, "name", None) in ctx.program.plans:
-        new = _PROXIES[kind](ctx, ctx.program.plans[obj.name])
-    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        new = copy.copy(obj)
-        memo[id(obj)] = new
-        for f in dataclasses.fields(obj):
-            object.__setattr__(new, f.name, _with_proxies(getattr(obj, f.name), ctx, memo))
-    elif isinstance(obj, list):
-        new = [_with_proxies(x, ctx, memo) for x in obj]
-    elif isinstance(obj, tuple):
-        new = tuple(_with_proxies(x, ctx, memo) for x in obj)
-    else:
-        new = obj
-    memo[id(obj)] = new
-    return new
-
-
 def run(program: Program, clip: torch.Tensor, device, *, progress: bool = True,
         tracer: Tracer = NULL_TRACER) -> RunResult:
     """Run ``clip`` through ``program`` on ``device`` (a ``driver.protocol.Device``).
@@ -343,7 +317,7 @@ def run(program: Program, clip: torch.Tensor, device, *, progress: bool = True,
     t0 = time.perf_counter()
     try:
         device.reset()
-        proxied = _with_proxies(model, ctx, {})
+        proxied = with_planned_layers(model, program, lambda kind, plan: _PROXIES[kind](ctx, plan))
         logits = proxied.forward(clip, tracer)
     finally:
         bar.close()

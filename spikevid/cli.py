@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "spikevid.cmd_run",
     "spikevid.cmd_eval",
     "spikevid.cmd_synth",
+    "spikevid.cmd_bench",
 )
 
 
