@@ -432,7 +432,8 @@ class Emulator:
         return cmds
 
     def _op_attention(self, p: bytes) -> bytes:
-        cfg, lanes = self.config, self.config.lanes
+        cfg = self.config
+        lanes = min(cfg.lanes, cfg.att_dim_max)      # the attention engine's lanes (rtl.accelerator: att_lanes)
         self._length(len(p) >= ATTENTION_HEADER.size)
         mode, dim, tokens, p_base, out_bits = ATTENTION_HEADER.unpack_from(p)
         cmds = self._attention_commands(p[ATTENTION_HEADER.size:], dim, tokens)

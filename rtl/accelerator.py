@@ -320,7 +320,8 @@ class AcceleratorConfig:
     width; ``in_max`` the largest LINEAR ``c_in`` (the spike-accumulate engine's C_IN_MAX, 1..1024);
     ``weight_rows`` rows of ``P`` int8 weights; ``param_channels`` requant channels ``(M, S, B)``;
     ``membrane_rows`` rows of ``P`` int16 membranes; ``att_dim_max`` / ``att_max_tokens`` the attention
-    engine's D_MAX (a multiple of ``P``, at most 64) and N_MAX; ``max_payload`` the largest frame payload
+    engine's D_MAX (at most 64; a multiple of ``P`` when ``P < D_MAX``) and N_MAX; the attention engine
+    has ``att_lanes = min(P, D_MAX)`` lanes; ``max_payload`` the largest frame payload
     both ways (the size of the frame and response buffers); ``clock_hz`` what INFO reports;
     ``frame_timeout`` the cycles without a byte inside a frame before ``ERR_TRUNCATED``.
     """
@@ -347,8 +348,8 @@ class AcceleratorConfig:
                 raise ValueError(f"{name} must be in 1..65535, got {getattr(self, name)}")
         if not 1 <= self.membrane_rows <= 1 << 24:
             raise ValueError(f"membrane_rows must be in 1..2**24, got {self.membrane_rows}")
-        if not 1 <= self.att_dim_max <= 64 or self.att_dim_max % lanes:
-            raise ValueError(f"att_dim_max must be in 1..64 and a multiple of lanes = {lanes}, "
+        if not 1 <= self.att_dim_max <= 64 or self.att_dim_max % self.att_lanes:
+            raise ValueError(f"att_dim_max must be in 1..64 and a multiple of lanes = {lanes} (or at most lanes), "
                              f"got {self.att_dim_max}")
         need = max(1 + 4 * len(COUNTER_NAMES), _WW_HDR + lanes, _LIN_HDR)
         if not need <= self.max_payload <= 0xFFFF:
@@ -357,6 +358,12 @@ class AcceleratorConfig:
             raise ValueError(f"clock_hz must fit u32, got {self.clock_hz}")
         if self.frame_timeout < 2:
             raise ValueError(f"frame_timeout must be >= 2, got {self.frame_timeout}")
+
+    @property
+    def att_lanes(self) -> int:
+        """The attention engine's lanes: ``min(lanes, att_dim_max)`` (a head is at most 64 wide, so lanes
+        beyond ``att_dim_max`` would idle; the spike-accumulate engine keeps all ``lanes``)."""
+        return min(self.lanes, self.att_dim_max)
 
     def info(self) -> dict[str, int]:
         """The INFO values (``driver.protocol.DeviceInfo`` field names, in order)."""
@@ -405,7 +412,8 @@ class Accelerator(wiring.Component):
         m.submodules.receiver = rcv = FrameReceiver(max_payload=MP, frame_timeout=self.frame_timeout)
         m.submodules.transmitter = txu = FrameTransmitter(depth=MP)
         m.submodules.linear = lin = SpikeAccumulator(in_max=self.in_max, lanes=P, weight_rows=R)
-        m.submodules.attention = att = AttentionEngine(dim_max=DM, lanes=P, max_tokens=NT)
+        PA = self.config.att_lanes
+        m.submodules.attention = att = AttentionEngine(dim_max=DM, lanes=PA, max_tokens=NT)
         wiring.connect(m, wiring.flipped(self.rx), rcv.rx)
         wiring.connect(m, txu.tx, wiring.flipped(self.tx))
 
@@ -531,27 +539,31 @@ class Accelerator(wiring.Component):
         with m.If(be_take):
             m.d.sync += [be_valid.eq(1), be_lane.eq(0)]
             for lane in range(P):
-                m.d.sync += be_data[lane].eq(Mux(be_att, att.out.payload.data[lane], lin.out.payload.data[lane]))
+                att_lane = att.out.payload.data[lane] if lane < PA else 0    # PA <= P: lanes above PA idle
+                m.d.sync += be_data[lane].eq(Mux(be_att, att_lane, lin.out.payload.data[lane]))
             with m.If(src_group0):
                 m.d.sync += [be_rem.eq(be_n), be_chan.eq(be_pbase), be_prefix.eq(be_att),
                              be_raw.eq(Cat(att.out.payload.skip, att.out.payload.const))]
 
-        # requant pipeline: q1 parameter read, q2 product, q3 round and shift, q4 offset and saturate, writer
-        q1_valid, q2_valid, q3_valid, q4_valid = Signal(), Signal(), Signal(), Signal()
-        q1_raw, q2_raw, q3_raw = Signal(), Signal(), Signal()
+        # requant pipeline: q1 parameter read, q2 product, q3 rounding add, q4 shift, q5 offset add,
+        # q6 saturate (and the raw header bytes), writer
+        q1_valid, q2_valid, q3_valid, q4_valid, q5_valid, q6_valid = (Signal(name=f"q{i}_valid") for i in range(1, 7))
+        q1_raw, q2_raw, q3_raw, q4_raw, q5_raw = (Signal(name=f"q{i}_raw") for i in range(1, 6))
+        q1_rawd, q2_rawd, q3_rawd, q4_rawd, q5_rawd = (Signal(24, name=f"q{i}_rawd") for i in range(1, 6))
         q1_acc = Signal(signed(W))
-        q1_rawd, q2_rawd, q3_rawd = Signal(24), Signal(24), Signal(24)
         q2_prod = Signal(signed(48))                         # |acc * M| <= 2**31 * 2**15
-        q2_s = Signal(6)
-        q2_b, q3_b = Signal(signed(32)), Signal(signed(32))
-        q3_sh = Signal(signed(48))                           # (acc * M + 2**(S-1)) >> S, S >= 1
-        q4_y = Signal(32)
-        q4_n = Signal(3)
+        q2_s, q3_s = Signal(6), Signal(6)
+        q2_b, q3_b, q4_b = Signal(signed(32)), Signal(signed(32)), Signal(signed(32))
+        q3_r = Signal(signed(49))                            # acc * M + 2**(S-1)
+        q4_sh = Signal(signed(48))                           # (acc * M + 2**(S-1)) >> S, S >= 1
+        q5_y = Signal(signed(49))                            # ... + B
+        q6_y = Signal(32)
+        q6_n = Signal(3)
         wv = Signal(32)                                      # writer: value bytes still to write, LSB first
         wn = Signal(3)
         ce = Signal()
         it_take = Signal()
-        m.d.comb += [ce.eq(~q4_valid | (wn <= 1)), it_take.eq(be_valid & ce)]
+        m.d.comb += [ce.eq(~q6_valid | (wn <= 1)), it_take.eq(be_valid & ce)]
         m.d.comb += [prm_rd.addr.eq(be_chan), prm_rd.en.eq(ce)]
         with m.If(it_take):
             with m.If(be_prefix):
@@ -566,17 +578,17 @@ class Accelerator(wiring.Component):
             pr = prm_rd.data
             m.d.sync += [q2_valid.eq(q1_valid), q2_raw.eq(q1_raw), q2_rawd.eq(q1_rawd),
                          q2_prod.eq(q1_acc * pr.m), q2_s.eq(pr.s), q2_b.eq(pr.b)]
-            rounded = Signal(signed(49))
-            m.d.comb += rounded.eq(q2_prod + (C(1, 1) << (q2_s - 1)[:6]))
-            m.d.sync += [q3_valid.eq(q2_valid), q3_raw.eq(q2_raw), q3_rawd.eq(q2_rawd), q3_sh.eq(rounded >> q2_s),
-                         q3_b.eq(q2_b)]
-            y = Signal(signed(49))
-            m.d.comb += y.eq(q3_sh + q3_b)
-            sat_y = Mux(be_ob_sel == 2, _sat(y, 32), Mux(be_ob_sel == 1, _sat(y, 16), _sat(y, 8)))
-            m.d.sync += [q4_valid.eq(q3_valid), q4_y.eq(Mux(q3_raw, q3_rawd, sat_y[:32])),
-                         q4_n.eq(Mux(q3_raw, 3, C(1, 3) << be_ob_sel))]
+            m.d.sync += [q3_valid.eq(q2_valid), q3_raw.eq(q2_raw), q3_rawd.eq(q2_rawd),
+                         q3_r.eq(q2_prod + (C(1, 1) << (q2_s - 1)[:6])), q3_s.eq(q2_s), q3_b.eq(q2_b)]
+            m.d.sync += [q4_valid.eq(q3_valid), q4_raw.eq(q3_raw), q4_rawd.eq(q3_rawd), q4_sh.eq(q3_r >> q3_s),
+                         q4_b.eq(q3_b)]
+            m.d.sync += [q5_valid.eq(q4_valid), q5_raw.eq(q4_raw), q5_rawd.eq(q4_rawd), q5_y.eq(q4_sh + q4_b)]
+            sat_y = Mux(be_ob_sel == 2, _sat(q5_y, 32), Mux(be_ob_sel == 1, _sat(q5_y, 16), _sat(q5_y, 8)))
+            m.d.sync += [q6_valid.eq(q5_valid), q6_y.eq(Mux(q5_raw, q5_rawd, sat_y[:32])),
+                         q6_n.eq(Mux(q5_raw, 3, C(1, 3) << be_ob_sel))]
         be_idle = Signal()
-        m.d.comb += be_idle.eq(~be_valid & ~q1_valid & ~q2_valid & ~q3_valid & ~q4_valid & (wn == 0))
+        m.d.comb += be_idle.eq(~be_valid & ~q1_valid & ~q2_valid & ~q3_valid & ~q4_valid & ~q5_valid & ~q6_valid
+                               & (wn == 0))
 
         # response buffer writes: the writer, or (in their states) LIF spikes, INFO / COUNTERS, engine errors
         optr = Signal(range(MP + 1))
@@ -584,8 +596,8 @@ class Accelerator(wiring.Component):
         m.d.comb += [put.eq(wn != 0), put_data.eq(wv[:8])]
         with m.If(wn != 0):
             m.d.sync += [wv.eq(wv >> 8), wn.eq(wn - 1)]
-        with m.If(ce & q4_valid):
-            m.d.sync += [wv.eq(q4_y), wn.eq(q4_n)]
+        with m.If(ce & q6_valid):
+            m.d.sync += [wv.eq(q6_y), wn.eq(q6_n)]
         # (the FSM below overrides put / put_data; the buffer write follows the final values)
 
         # ---- LIF datapath -------------------------------------------------------------------------------
@@ -603,8 +615,8 @@ class Accelerator(wiring.Component):
         f_prod = Signal(signed(34))                          # (x - v) * L
         f_bits = Signal(8)
         m.d.comb += f_lane.eq(f_c[:LGP] if LGP else 0)
-        f_v1 = Signal(signed(18))
-        m.d.comb += f_v1.eq(f_vold + (f_prod >> lif_shift))  # between v and x: 16 bits (intops.lif_step)
+        f_v1 = Signal(signed(18))                            # v + ((x - v) * L >> K), set in LIF_ADD: between
+        #                                                      v and x, so 16 bits are enough (intops.lif_step)
         f_spike = Signal()
         m.d.comb += f_spike.eq(f_v1 >= lif_theta)
         f_sbits = Signal(8)
@@ -637,6 +649,7 @@ class Accelerator(wiring.Component):
         chk_b = Signal(17)
         nxt = Signal(17)
         scan_end = Signal(33)
+        pm_end = Signal(18)                                  # last parameter mark to scan (registered)
         lin_rows = Signal(33)
 
         # engine commands come from registers only (valid and payload): the engines' acceptance logic is
@@ -857,7 +870,7 @@ class Accelerator(wiring.Component):
                 with m.Else():
                     m.next = "LIN3"
             with m.State("LIN3"):                                       # mul_p = tokens * c_out
-                m.d.sync += scan_end.eq(l_wbase + lin_rows - 1)
+                m.d.sync += [scan_end.eq(l_wbase + lin_rows - 1), pm_end.eq(l_pbase + l_cout - 1)]
                 with m.If((mul_p << l_ob_sel) + 1 > MP):
                     fail(ERR_RANGE)
                 with m.Elif((l_pad != 0) & (l_tokens != 0)):
@@ -877,7 +890,7 @@ class Accelerator(wiring.Component):
             with m.State("LIN_WM"):
                 scan(wm_rd.data, scan_end, ERR_UNLOADED, "LIN_PM", then_sp=l_pbase)
             with m.State("LIN_PM"):
-                scan(pm_rd.data, l_pbase + l_cout - 1, ERR_UNLOADED, "LIN_CFG",
+                scan(pm_rd.data, pm_end, ERR_UNLOADED, "LIN_CFG",
                      on_done=[lcv.eq(1), lop.eq(LIN_CONFIG), tok_x.eq(0)])
 
             # -- LINEAR: run -----------------------------------------------------------------------------------
@@ -971,6 +984,9 @@ class Accelerator(wiring.Component):
                 m.next = "LIF_MUL"
             with m.State("LIF_MUL"):
                 m.d.sync += f_prod.eq(f_diff * lif_leak)
+                m.next = "LIF_ADD"
+            with m.State("LIF_ADD"):
+                m.d.sync += f_v1.eq(f_vold + (f_prod >> lif_shift))
                 m.next = "LIF_STEP"
             with m.State("LIF_STEP"):                                   # membrane (token f_n, channel f_c)
                 m.d.comb += [v_wr.addr.eq(mrow), v_wr.en.eq(1 << f_lane)]
@@ -1066,13 +1082,14 @@ class Accelerator(wiring.Component):
                 with m.Else():
                     m.next = "AW_FIT"
             with m.State("AW_FIT"):                                     # mul_p = records * record bytes
+                m.d.sync += pm_end.eq(a_pbase + a_dim - 1)
                 with m.If(mul_p + 1 > MP):
                     fail(ERR_RANGE)
                 with m.Else():
                     m.d.comb += sp_next.eq(a_pbase)
                     m.next = "AW_PM"
             with m.State("AW_PM"):
-                scan(pm_rd.data, a_pbase + a_dim - 1, ERR_UNLOADED, "ATT_CFG",
+                scan(pm_rd.data, pm_end, ERR_UNLOADED, "ATT_CFG",
                      on_done=[acv.eq(1), aop.eq(ATT_CONFIG), amode.eq(a_mode[0]), att_a.eq(0), att_b.eq(0),
                               att_skip.eq(0)])
 

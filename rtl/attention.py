@@ -323,7 +323,6 @@ class AttentionEngine(wiring.Component):
                 error.eq(0), error_code.eq(ERR_NONE), w_state.eq(_W_OPEN),
                 w_head.eq(cmd.head), w_mode.eq(cmd.mode), w_dim.eq(cmd.dim),
                 w_tokens.eq(cmd.tokens), w_kv.eq(0),
-                s_v.eq(0), negc.eq(0),
             ]
             with m.If(cmd.tokens == 0):  # an empty window is complete at once (KV = 0, s_V = 0)
                 m.d.sync += w_state.eq(_W_FULL)
@@ -337,16 +336,31 @@ class AttentionEngine(wiring.Component):
             m.d.sync += w_kv.eq(w_kv + 1 + pair)
             with m.If(w_kv + 1 + pair == w_tokens):
                 m.d.sync += w_state.eq(_W_FULL)
+        # s_V / negc take a KV token's update one cycle after its acceptance (registered: the popcount is
+        # off the acceptance path); a read-out of the window reads them from stage B on, which is at least
+        # one cycle later still (the first Q command is taken after the last KV command)
+        u_valid = Signal(1)
+        u_pair = Signal(1)
+        u_a = Signal(D)
+        u_b = Signal(D)
+        u_pc = Signal(range(D + 1))
+        u_dim = Signal(range(D + 1))
+        m.d.sync += [u_valid.eq(accept_kv), u_pair.eq(pair), u_a.eq(cmd.a), u_b.eq(cmd.b), u_pc.eq(pc_a),
+                     u_dim.eq(w_dim)]
+        with m.If(u_valid):
             coef = Signal(signed(8))           # dim - 2 popcount(k): dim for a k-empty token
             coef2 = Signal(signed(9))          # a pair with both v_j set adds the coefficient twice
-            m.d.comb += [coef.eq(Mux(pair, w_dim, w_dim - 2 * pc_a)), coef2.eq(w_dim * 2)]
+            m.d.comb += [coef.eq(Mux(u_pair, u_dim, u_dim - 2 * u_pc)), coef2.eq(u_dim * 2)]
             for j in range(D):
-                va = pair & cmd.a[j]           # the pair's first v
-                vb = cmd.b[j]
+                va = u_pair & u_a[j]           # the pair's first v
+                vb = u_b[j]
                 m.d.sync += [
                     s_v[j].eq(s_v[j] + Cat(vb ^ va, vb & va)),
                     negc[j].eq(negc[j] + Mux(vb & va, coef2, Mux(vb | va, coef, 0))),
                 ]
+
+        with m.If(cfg_ok):                     # after the delayed update: a new window starts from 0
+            m.d.sync += [s_v.eq(0), negc.eq(0)]
 
         # ---- step generation --------------------------------------------------------------
         cur_mask = Signal(D)
@@ -464,6 +478,8 @@ class AttentionEngine(wiring.Component):
             starved_now.eq(~stall & ~a_pend & ~self.cmd.valid),
         ]
         counters = [st.busy_cycles, st.starved_cycles, st.blocked_cycles, st.spikes, st.acc_ops]
+        s_valid = Signal(1)                    # spikes: popcount(k) / popcount(q) one cycle after acceptance
+        m.d.sync += s_valid.eq(((accept_kv & ~pair) | (accept_q & ~const_q)) & ~self.counters_clear)
         with m.If(self.counters_clear):
             m.d.sync += [c.eq(0) for c in counters]
         with m.Else():
@@ -473,6 +489,6 @@ class AttentionEngine(wiring.Component):
                 st.blocked_cycles.eq(st.blocked_cycles + stall),
                 st.acc_ops.eq(st.acc_ops + Mux(issue & cur_nz, P, 0)),
             ]
-            with m.If((accept_kv & ~pair) | (accept_q & ~const_q)):
-                m.d.sync += st.spikes.eq(st.spikes + pc_a)
+            with m.If(s_valid):
+                m.d.sync += st.spikes.eq(st.spikes + u_pc)
         return m

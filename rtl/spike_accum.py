@@ -11,32 +11,42 @@ Weights live on chip in a memory of ``weight_rows`` rows of ``P`` int8 weights, 
 lane ``l``. Several layers (tiles of a layer) can stay resident at different bases; rows that no token in
 flight reads may be (re)loaded while the engine runs (double buffering).
 
-Structure (issue stage S0, address stage S1, accumulate stage S2, output register + skid register):
+Structure (front FIFO F, issue stage S0, index stage S1, address stage S2, accumulate stage S3, output
+register + skid register):
 
-* **S0** (issue) takes a command from ``cmd`` when it has no step left to issue, validates it (error
-  codes) and turns a TOKEN into *steps*, one per cycle, group-major: ``for g < G: for i in active(x)``.
-  ``i`` comes from a log-depth find-first-set over the remaining spike mask, which then loses its lowest
-  set bit (``mask & (mask - 1)``), so **no cycle is spent on a zero bit**. A token with ``x = 0`` issues
-  one step per group without an add, so every token yields its ``G`` beats. The acceptance cycle issues
-  the token's first step.
-* **S1** (address) forms the row address ``base + i * G + g`` (a registered ``i`` times the layer's
-  ``G``: the multiplier is off the find-first-set path) and presents it to the memory's synchronous
-  read port.
-* **S2** (accumulate) adds the row (``P`` int8 weights) to the ``P`` accumulators, starting from 0 on a
+* **F** (2 entries) takes a command from ``cmd`` whenever it is not full (``cmd.ready = ~full``, a
+  register), validates it at once against the configuration registers (error codes, CONFIG,
+  STATUS_CLEAR: the status is the one of the commands taken so far, as before) and queues one entry per
+  command: a TOKEN to issue, with its spikes, per-chunk spike counts and flags and a copy of the layer's
+  ``base`` / ``G`` (so a CONFIG taken while earlier tokens are still queued or running changes nothing
+  they read), or a *bubble* (every other command) that costs S0 one cycle. A CONFIG is taken only when
+  its payload was already valid the cycle before, so its row check uses a registered ``c_in * G``.
+* **S0** (issue) works only from registers: it turns a TOKEN into *steps*, one per cycle, group-major:
+  ``for g < G: for i in active(x)``. The mask is walked in chunks of :data:`CHUNK_W` inputs: the lowest
+  chunk with a spike left is selected (a prefix OR over ``C_IN_MAX / 16`` chunk flags) and loses its
+  lowest spike (``mask & (mask - 1)`` on 16 bits), so **no cycle is spent on a zero bit** and no carry
+  or reduction runs over the whole mask. "Last step of the group" is read off per-chunk flags (any /
+  two or more spikes left), kept from per-chunk counts. A token with ``x = 0`` issues one step per group
+  without an add, so every token yields its ``G`` beats. The next entry is loaded in the cycle of the
+  token's last step (or the bubble's cycle), so tokens follow each other without a gap.
+* **S1** (index) finds the spike within the selected chunk (16-bit find-first-set) and forms ``i``.
+* **S2** (address) forms the row address ``base + i * G + g`` (registered operands: the multiplier is
+  a stage of its own) and presents it to the memory's synchronous read port.
+* **S3** (accumulate) adds the row (``P`` int8 weights) to the ``P`` accumulators, starting from 0 on a
   group's first step; a group's last step sends the sums to the output register, and the next group
   restarts at once (emission overlaps accumulation).
-* **Output**: a registered output plus one skid register. The pipeline stalls (S0, S1, S2 and the read
-  port hold) only when S2 finishes a group while the skid register is full, and the skid register is a
-  register: ``cmd.ready`` has no combinational path from ``out.ready``.
+* **Output**: a registered output plus one skid register. The pipeline stalls (S0 .. S3 and the read
+  port hold; F still takes commands while not full) only when S3 finishes a group while the skid
+  register is full; ``cmd.ready`` has no combinational path from ``out.ready``.
 
-A CONFIG is accepted while the previous token's last steps are still in S1 / S2: S1 reads ``base`` and
-``G`` in the acceptance cycle itself, before the clock edge that changes them, and S2 uses no
-configuration register.
+Throughput is unchanged by the pipeline (one step per cycle, the busy-cycle model of
+``golden_model.perf.spike_accum_cycles``); the first command to the last beat takes ``busy +``
+:data:`LATENCY` cycles with back-to-back commands and a ready sink.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.hdl import C, Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -46,13 +56,15 @@ from rtl.attention import find_first_set, popcount
 __all__ = [
     "OP_CONFIG", "OP_TOKEN", "OP_STATUS_CLEAR",
     "ERR_NONE", "ERR_DIM", "ERR_ROWS", "ERR_NO_CONFIG", "ERR_BITS", "ERR_WADDR", "ERR_OP",
-    "COUNTER_W", "IN_MAX_LIMIT", "ROWS_LIMIT", "C_IN_W", "GROUPS_W", "BASE_W", "SKIP_W", "ADDR_W",
+    "COUNTER_W", "CHUNK_W", "LATENCY", "IN_MAX_LIMIT", "ROWS_LIMIT", "C_IN_W", "GROUPS_W", "BASE_W", "SKIP_W", "ADDR_W",
     "acc_width", "cmd_layout", "wload_layout", "out_layout", "status_signature", "SpikeAccumulator",
 ]
 
 OP_CONFIG, OP_TOKEN, OP_STATUS_CLEAR = 0, 1, 3        # op 2 is reserved (error ERR_OP)
 ERR_NONE, ERR_DIM, ERR_ROWS, ERR_NO_CONFIG, ERR_BITS, ERR_WADDR, ERR_OP = range(7)
 COUNTER_W = 32
+CHUNK_W = 16                   # S0 walks the spike mask in chunks of 16 inputs
+LATENCY = 6                    # first command transfer to last beat transfer = busy + LATENCY (docs s. 5)
 IN_MAX_LIMIT = 1024            # C_IN_MAX <= 1024: the c_in field (11 bits) can still say C_IN_MAX + 1
 ROWS_LIMIT = 1 << 16           # weight_rows <= 65536: 16-bit addresses and bases
 C_IN_W, GROUPS_W, BASE_W, SKIP_W, ADDR_W = 11, 16, 16, 16, 16
@@ -184,25 +196,47 @@ class SpikeAccumulator(wiring.Component):
         w_err = Signal(1)                      # a weight-address error since the last STATUS_CLEAR
         error_code = Signal(4)
 
-        # ---- issue stage S0 -------------------------------------------------------------------
-        a_pend = Signal(1)                     # steps of an accepted token left to issue
-        a_mask = Signal(CM)                    # active inputs of the current group not yet issued
-        a_x = Signal(CM)                       # the token's spikes (reloaded for every group)
-        a_g = Signal(range(R))
-        a_first = Signal(1)
-        a_nz = Signal(1)
-        a_skip = Signal(SKIP_W)
+        # ---- front FIFO F (2 entries): commands are validated as they are taken --------------
+        # every command becomes one entry: a token to issue, or a *bubble* (CONFIG, STATUS_CLEAR, a dropped
+        # or erroneous command) that costs the issue stage one busy cycle. A token entry carries its spikes,
+        # per-chunk spike counts / flags (precomputed here, off the issue loop) and a copy of the layer's
+        # configuration, so CONFIG changes nothing that a queued or running token still reads.
+        W = min(CHUNK_W, CM)                   # chunk width of the mask walk
+        K = -(-CM // W)                        # chunks
+        CW = W.bit_length()                    # bits of a chunk's spike count
+        chunks = [(c * W, min((c + 1) * W, CM)) for c in range(K)]
+        ent_layout = data.StructLayout({
+            "tok": 1, "nz": 1, "x": CM, "cnt": data.ArrayLayout(CW, K), "any": K, "two": K,
+            "skip": SKIP_W, "base": range(R), "groups": range(R + 1), "glast": range(R),
+        })
+        f_count = Signal(range(3))
+        f_e = [Signal(ent_layout, name=f"f_e{i}") for i in range(2)]
+        new = Signal(ent_layout)
+        cmd = self.cmd.payload
 
-        # ---- address stage S1 and accumulate stage S2 ----------------------------------------
-        s1_valid, s1_first, s1_last, s1_tlast, s1_nz = (Signal(1, name=f"s1_{n}")
-                                                        for n in ("valid", "first", "last", "tlast", "nz"))
-        s1_idx = Signal(range(CM))
-        s1_g = Signal(range(R))
-        s1_skip = Signal(SKIP_W)
-        s2_valid, s2_first, s2_last, s2_tlast, s2_nz = (Signal(1, name=f"s2_{n}")
-                                                        for n in ("valid", "first", "last", "tlast", "nz"))
-        s2_g = Signal(range(R))
-        s2_skip = Signal(SKIP_W)
+        # ---- issue stage S0 (all state in registers: the mask walk never sees the command port) ---
+        a_pend = Signal(1)                     # an entry is in S0 (a token with steps left, or a bubble)
+        a = Signal(ent_layout)                 # the entry (its x, cnt, any, two reload each group)
+        a_mask = Signal(CM)                    # active inputs of the current group not yet issued
+        a_cnt = Signal(data.ArrayLayout(CW, K))  # their count per chunk
+        a_any = Signal(K)                      # chunk c has one or more of them
+        a_two = Signal(K)                      # chunk c has two or more of them
+        a_g = Signal(range(R))
+        a_g0 = Signal(1)                       # a_g == 0
+        a_glast = Signal(1)                    # a_g == G - 1
+        a_first = Signal(1)
+
+        # ---- S1 (index), S2 (address), S3 (accumulate) --------------------------------------------
+        def stage(prefix):
+            return {n: Signal(1, name=f"{prefix}_{n}") for n in ("valid", "first", "last", "tlast", "nz", "g0")}
+        s1, s2, s3 = stage("s1"), stage("s2"), stage("s3")
+        s1_word = Signal(W)
+        s1_cidx = Signal(range(K))
+        s2_idx = Signal(range(CM))
+        s1_g, s2_g, s3_g = (Signal(range(R), name=f"s{i}_g") for i in (1, 2, 3))
+        s1_skip, s2_skip, s3_skip = (Signal(SKIP_W, name=f"s{i}_skip") for i in (1, 2, 3))
+        s1_base, s2_base = Signal(range(R), name="s1_base"), Signal(range(R), name="s2_base")
+        s1_groups, s2_groups = Signal(range(R + 1), name="s1_groups"), Signal(range(R + 1), name="s2_groups")
         acc = Signal(data.ArrayLayout(signed(AW), P))
 
         # output register (out.valid / out.payload) plus one skid register
@@ -211,15 +245,21 @@ class SpikeAccumulator(wiring.Component):
         emit = Signal(1)
         stall = Signal(1)
         m.d.comb += [
-            emit.eq(s2_valid & s2_last),
+            emit.eq(s3["valid"] & s3["last"]),
             stall.eq(emit & skid_valid),
         ]
 
-        # ---- command decode -------------------------------------------------------------------
-        cmd = self.cmd.payload
+        # ---- command decode (at the transfer into F) ---------------------------------------------
+        # CONFIG's row check uses c_in * G from a register: the product of the payload of the cycle before,
+        # which is this cycle's payload when the command was already valid and not taken then (streams
+        # hold their payload until the transfer). A CONFIG is taken only in such a cycle (one cycle later
+        # when it arrives fresh: latency only, S0 still spends one busy cycle on it).
         take = Signal(1)
+        hold = Signal(1)
+        cfg_prod = Signal(C_IN_W + GROUPS_W)
+        m.d.sync += [hold.eq(self.cmd.valid & ~take), cfg_prod.eq(cmd.c_in * cmd.groups)]
         m.d.comb += [
-            self.cmd.ready.eq(~a_pend & ~stall),
+            self.cmd.ready.eq((f_count != 2) & (hold | (cmd.op != OP_CONFIG))),
             take.eq(self.cmd.valid & self.cmd.ready),
         ]
         raise_err = Signal(1)
@@ -228,7 +268,7 @@ class SpikeAccumulator(wiring.Component):
         accept = Signal(1)
         clear = Signal(1)
         rows_needed = Signal(BASE_W + C_IN_W + GROUPS_W + 1)
-        m.d.comb += rows_needed.eq(cmd.base + cmd.c_in * cmd.groups)
+        m.d.comb += rows_needed.eq(cmd.base + cfg_prod)
         high_x = (cmd.x & ~c_lowmask).any()
 
         with m.If(take):
@@ -268,68 +308,110 @@ class SpikeAccumulator(wiring.Component):
         with m.If(w_bad):  # last: a weight error is never lost, whatever the command did this cycle
             m.d.sync += [w_err.eq(1), error_code.eq(ERR_WADDR)]
 
-        # ---- step generation (S0) -------------------------------------------------------------
-        cur_mask = Signal(CM)
-        cur_x = Signal(CM)
-        cur_g = Signal(range(R))
-        cur_first = Signal(1)
-        cur_nz = Signal(1)
-        cur_skip = Signal(SKIP_W)
-        issue = Signal(1)
-        with m.If(a_pend):
-            m.d.comb += [
-                cur_mask.eq(a_mask), cur_x.eq(a_x), cur_g.eq(a_g), cur_first.eq(a_first),
-                cur_nz.eq(a_nz), cur_skip.eq(a_skip), issue.eq(~stall),
-            ]
-        with m.Else():
-            m.d.comb += [
-                cur_mask.eq(cmd.x), cur_x.eq(cmd.x), cur_g.eq(0), cur_first.eq(1),
-                cur_nz.eq(cmd.x.any()), cur_skip.eq(cmd.skip), issue.eq(accept),
-            ]
+        # the new entry; `tok` is the only field that depends on the validation (a short path)
+        m.d.comb += [new.tok.eq(accept), new.x.eq(cmd.x), new.skip.eq(cmd.skip), new.base.eq(c_base),
+                     new.groups.eq(c_groups), new.glast.eq(c_glast), new.nz.eq(cmd.x.any())]
+        for c, (lo, hi) in enumerate(chunks):
+            word = cmd.x[lo:hi]
+            m.d.comb += [new.cnt[c].eq(popcount(word)), new.any[c].eq(word.any()),
+                         new.two[c].eq((word & (word - 1)).any())]
 
-        ffs_any, ffs_idx = find_first_set(cur_mask)
-        idx = Signal(range(CM))
-        m.d.comb += idx.eq(Mux(ffs_any, ffs_idx, 0))
-        rest = Signal(CM)
-        m.d.comb += rest.eq(cur_mask & (cur_mask - 1))
-        i_last = Signal(1)
-        g_last = Signal(1)
-        m.d.comb += [i_last.eq(~cur_nz | (rest == 0)), g_last.eq(cur_g == c_glast)]
+        deq = Signal(1)
+        with m.Switch(Cat(deq, take)):
+            with m.Case(0b01):                  # dequeue only
+                m.d.sync += [f_e[0].eq(f_e[1]), f_count.eq(f_count - 1)]
+            with m.Case(0b10):                  # enqueue only
+                with m.If(f_count == 0):
+                    m.d.sync += f_e[0].eq(new)
+                with m.Else():
+                    m.d.sync += f_e[1].eq(new)
+                m.d.sync += f_count.eq(f_count + 1)
+            with m.Case(0b11):                  # both
+                with m.If(f_count == 1):
+                    m.d.sync += f_e[0].eq(new)
+                with m.Else():
+                    m.d.sync += [f_e[0].eq(f_e[1]), f_e[1].eq(new)]
+
+        # ---- S0: one step per cycle from registers ------------------------------------------------
+        # sel: the lowest chunk with a spike left; the step's index is in that chunk (found in S1)
+        lower = Signal(K)                      # lower[c]: a chunk below c has a spike left
+        m.d.comb += lower.eq(Cat(C(0, 1), *(a_any[:c].any() for c in range(1, K))))
+        sel = Signal(K)
+        m.d.comb += sel.eq(a_any & ~lower)
+        i_last = Signal(1)                     # this step is the group's last: at most one spike left
+        at_most_one_chunk = ~Cat(*(a_any[c] & lower[c] for c in range(1, K))).any() if K > 1 else C(1, 1)
+        m.d.comb += i_last.eq(~a_two.any() & at_most_one_chunk)
+        word = Signal(W)
+        m.d.comb += word.eq(Cat(*[
+            Cat(*[sel[c] & a_mask[lo + b] if lo + b < hi else C(0, 1) for (c, (lo, hi)) in enumerate(chunks)]).any()
+            for b in range(W)]))
+        cidx = Signal(range(K))
+        m.d.comb += cidx.eq(Cat(*[Cat(*[sel[c] for c in range(K) if (c >> k) & 1]).any()
+                                  for k in range(max(1, (K - 1).bit_length()))]) if K > 1 else 0)
+
+        step = Signal(1)                       # S0 issues a step of a token this cycle
+        a_done = Signal(1)                     # the entry in S0 leaves after this cycle
+        m.d.comb += [
+            step.eq(a_pend & a.tok & ~stall),
+            a_done.eq(~a.tok | (i_last & a_glast)),
+            deq.eq((~a_pend | a_done) & ~stall & (f_count != 0)),
+        ]
+        head = f_e[0]
+
+        def load_entry(e):
+            m.d.sync += [a.eq(e), a_mask.eq(e.x), a_cnt.eq(e.cnt), a_any.eq(e.any), a_two.eq(e.two),
+                         a_g.eq(0), a_g0.eq(1), a_glast.eq(e.glast == 0), a_first.eq(1)]
 
         with m.If(~stall):
             m.d.sync += [
-                s1_valid.eq(issue), s1_idx.eq(idx), s1_g.eq(cur_g), s1_first.eq(cur_first),
-                s1_last.eq(i_last), s1_tlast.eq(i_last & g_last), s1_nz.eq(cur_nz), s1_skip.eq(cur_skip),
+                s1["valid"].eq(step), s1["first"].eq(a_first), s1["last"].eq(i_last),
+                s1["tlast"].eq(i_last & a_glast), s1["nz"].eq(a.nz), s1["g0"].eq(a_g0),
+                s1_word.eq(word), s1_cidx.eq(cidx), s1_g.eq(a_g), s1_skip.eq(a.skip),
+                s1_base.eq(a.base), s1_groups.eq(a.groups),
             ]
-        with m.If(issue):
-            m.d.sync += [a_x.eq(cur_x), a_nz.eq(cur_nz), a_skip.eq(cur_skip)]
-            with m.If(i_last):   # group done: restart the mask for the next group, or the token is done
-                m.d.sync += [a_mask.eq(cur_x), a_first.eq(1), a_g.eq(cur_g + 1), a_pend.eq(~g_last)]
-            with m.Else():
-                m.d.sync += [a_mask.eq(rest), a_first.eq(0), a_g.eq(cur_g), a_pend.eq(1)]
+            with m.If(~a_pend | a_done):
+                m.d.sync += a_pend.eq(f_count != 0)
+                load_entry(head)
+            with m.Elif(i_last):                # group done: the mask restarts for the next group
+                m.d.sync += [a_mask.eq(a.x), a_cnt.eq(a.cnt), a_any.eq(a.any), a_two.eq(a.two),
+                             a_g.eq(a_g + 1), a_g0.eq(0), a_glast.eq(a_g + 1 == a.glast), a_first.eq(1)]
+            with m.Else():                      # the selected chunk loses its lowest spike
+                m.d.sync += a_first.eq(0)
+                for c, (lo, hi) in enumerate(chunks):
+                    mc = a_mask[lo:hi]
+                    with m.If(sel[c]):
+                        m.d.sync += [a_mask[lo:hi].eq(mc & (mc - 1)), a_cnt[c].eq(a_cnt[c] - 1),
+                                     a_any[c].eq(a_two[c]), a_two[c].eq(a_cnt[c] >= 3)]
 
-        # ---- S1: row address, synchronous read ------------------------------------------------
+        # ---- S1: index within the chunk ------------------------------------------------------------
+        ffs_any, ffs_idx = find_first_set(s1_word)
+        idx = Signal(range(CM))
+        m.d.comb += idx.eq(Mux(ffs_any, s1_cidx * W + ffs_idx, 0))
+        with m.If(~stall):
+            m.d.sync += [s2[n].eq(s1[n]) for n in s1]
+            m.d.sync += [s2_idx.eq(idx), s2_g.eq(s1_g), s2_skip.eq(s1_skip), s2_base.eq(s1_base),
+                         s2_groups.eq(s1_groups)]
+
+        # ---- S2: row address, synchronous read -----------------------------------------------------
         addr = Signal(BASE_W + C_IN_W + GROUPS_W + 1)
         m.d.comb += [
-            addr.eq(c_base + s1_g + s1_idx * c_groups),
+            addr.eq(s2_base + s2_g + s2_idx * s2_groups),
             rd.addr.eq(addr),
             rd.en.eq(~stall),
         ]
         with m.If(~stall):
-            m.d.sync += [
-                s2_valid.eq(s1_valid), s2_g.eq(s1_g), s2_first.eq(s1_first), s2_last.eq(s1_last),
-                s2_tlast.eq(s1_tlast), s2_nz.eq(s1_nz), s2_skip.eq(s1_skip),
-            ]
+            m.d.sync += [s3[n].eq(s2[n]) for n in s2]
+            m.d.sync += [s3_g.eq(s2_g), s3_skip.eq(s2_skip)]
 
-        # ---- S2: accumulate ---------------------------------------------------------------------
+        # ---- S3: accumulate ---------------------------------------------------------------------
         nxt = Signal(data.ArrayLayout(signed(AW), P))
         for lane in range(P):
-            m.d.comb += nxt[lane].eq(Mux(s2_first, 0, acc[lane]) + Mux(s2_nz, rd.data[lane], 0))
-        with m.If(s2_valid & ~s2_last & ~stall):
+            m.d.comb += nxt[lane].eq(Mux(s3["first"], 0, acc[lane]) + Mux(s3["nz"], rd.data[lane], 0))
+        with m.If(s3["valid"] & ~s3["last"] & ~stall):
             m.d.sync += acc.eq(nxt)
 
         beat = Signal.like(self.out.payload)
-        m.d.comb += [beat.data.eq(nxt), beat.group.eq(s2_g), beat.last.eq(s2_tlast), beat.skip.eq(s2_skip)]
+        m.d.comb += [beat.data.eq(nxt), beat.group.eq(s3_g), beat.last.eq(s3["tlast"]), beat.skip.eq(s3_skip)]
         new_beat = Signal(1)
         m.d.comb += new_beat.eq(emit & ~stall)
         with m.If(self.out.ready | ~self.out.valid):   # the output register is free this edge
@@ -347,13 +429,14 @@ class SpikeAccumulator(wiring.Component):
         m.d.comb += [
             st.error.eq(cmd_err | w_err),
             st.error_code.eq(error_code),
-            st.busy.eq(a_pend | s1_valid | s2_valid | self.out.valid | skid_valid),
+            st.busy.eq((f_count != 0) | a_pend | s1["valid"] | s2["valid"] | s3["valid"] | self.out.valid
+                       | skid_valid),
         ]
         busy_now = Signal(1)
         starved_now = Signal(1)
         m.d.comb += [
-            busy_now.eq(~stall & (a_pend | take)),
-            starved_now.eq(~stall & ~a_pend & ~self.cmd.valid),
+            busy_now.eq(~stall & a_pend),
+            starved_now.eq(~stall & ~a_pend),
         ]
         counters = [st.busy_cycles, st.starved_cycles, st.blocked_cycles, st.spikes, st.acc_ops]
         with m.If(self.counters_clear):
@@ -363,8 +446,7 @@ class SpikeAccumulator(wiring.Component):
                 st.busy_cycles.eq(st.busy_cycles + busy_now),
                 st.starved_cycles.eq(st.starved_cycles + starved_now),
                 st.blocked_cycles.eq(st.blocked_cycles + stall),
-                st.acc_ops.eq(st.acc_ops + Mux(issue & cur_nz, P, 0)),
+                st.acc_ops.eq(st.acc_ops + Mux(step & a.nz, P, 0)),
+                st.spikes.eq(st.spikes + (step & a.nz & a_g0)),
             ]
-            with m.If(accept):
-                m.d.sync += st.spikes.eq(st.spikes + popcount(cmd.x))
         return m

@@ -50,6 +50,7 @@ from rtl.spike_accum import (
     ERR_OP,
     ERR_ROWS,
     ERR_WADDR,
+    LATENCY,
     OP_CONFIG,
     OP_STATUS_CLEAR,
     OP_TOKEN,
@@ -513,7 +514,7 @@ async def test_backpressure(dut):
 
 @cocotb.test(timeout_time=TEST_TIMEOUT_MS, timeout_unit="ms")
 async def test_cycle_model(dut):
-    """Back to back with a ready sink: first command to last beat = busy + 3 cycles; counters exact."""
+    """Back to back with a ready sink: first command to last beat = busy + LATENCY cycles; counters exact."""
     env = await new_env(dut, 36, idle=0.0, backpressure=0.0)
     c_in, c_out = layer_shape(env)
     w = random_weight(env.gen, c_out, c_in)
@@ -533,7 +534,7 @@ async def test_cycle_model(dut):
         busy = env.model.busy_cycles - busy0
         assert busy == spike_accum_cycles(pcs, c_out, env.P)["busy"]
         took = last[-1] - first[0] + 1
-        assert took == busy + 3, f"first command to last beat {took} cycles, perf: busy + 3 = {busy + 3}"
+        assert took == busy + LATENCY, f"first command to last beat {took} cycles, busy + LATENCY = {busy + LATENCY}"
         assert st["blocked_cycles"] == 0, st
     env.pauses(0.3, 4, 0.5, 6)                     # gaps and backpressure: busy unchanged
     env.config(c_in, c_out)

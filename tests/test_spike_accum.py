@@ -29,6 +29,7 @@ from rtl.spike_accum import (
     ERR_OP,
     ERR_ROWS,
     ERR_WADDR,
+    LATENCY,
     OP_CONFIG,
     OP_STATUS_CLEAR,
     OP_TOKEN,
@@ -365,7 +366,7 @@ def test_cmd_ready_does_not_depend_on_out_ready():
 
 
 def test_cycles_match_model_without_gaps():
-    """Back to back, ready sink: busy = perf model, no stall, first command to last beat = busy + 3."""
+    """Back to back, ready sink: busy = perf model, no stall, first command to last beat = busy + LATENCY."""
     gen = torch.Generator().manual_seed(5)
     s = Script(**SMALL)
     c_in, c_out = 13, 9                                       # G = 3
@@ -381,7 +382,7 @@ def test_cycles_match_model_without_gaps():
     assert res["spikes"] == model["spikes"] and res["acc_ops"] == model["acc_ops"]
     assert len(s.beats) == model["out_beats"]
     assert res["blocked_cycles"] == 0
-    assert res["last_beat"] - res["first_cmd"] + 1 == model["busy"] + 3
+    assert res["last_beat"] - res["first_cmd"] + 1 == model["busy"] + LATENCY
 
 
 def test_linear_int8_matches_an_explicit_sum():
