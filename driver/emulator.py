@@ -100,7 +100,10 @@ _VALUE_DTYPES = {8: "<i1", 16: "<i2", 32: "<i4"}
 
 @dataclass(frozen=True)
 class EmulatorConfig:
-    """The emulated device's limits (reported by INFO) and its frame timeout."""
+    """The emulated device's limits (reported by INFO) and its frame timeout.
+
+    ``att_dim_max = att_max_tokens = 0`` emulates a device without an attention engine (the iCE40
+    configuration of ``rtl.accelerator.AcceleratorConfig``): ATTENTION is then an unknown opcode."""
 
     lanes: int = 16                 # P: weight row width, output / membrane lanes
     in_max: int = 1024              # largest LINEAR c_in
@@ -115,12 +118,15 @@ class EmulatorConfig:
 
     def __post_init__(self) -> None:
         for name, lo, hi in (("lanes", 1, 0xFF), ("in_max", 1, 0xFFFF), ("weight_rows", 1, _U32),
-                             ("param_channels", 1, 0xFFFF), ("membrane_rows", 1, _U32), ("att_dim_max", 1, 0xFF),
-                             ("att_max_tokens", 1, 0xFFFF), ("max_payload", 1, MAX_LENGTH), ("clock_hz", 1, _U32),
+                             ("param_channels", 1, 0xFFFF), ("membrane_rows", 1, _U32), ("att_dim_max", 0, 0xFF),
+                             ("att_max_tokens", 0, 0xFFFF), ("max_payload", 1, MAX_LENGTH), ("clock_hz", 1, _U32),
                              ("frame_timeout", 1, 1 << 62)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
                 raise ValueError(f"EmulatorConfig.{name} = {v!r} out of range [{lo}, {hi}]")
+        if (self.att_dim_max == 0) != (self.att_max_tokens == 0):
+            raise ValueError("EmulatorConfig.att_dim_max and att_max_tokens are both 0 (no attention engine) or "
+                             f"both >= 1, got {self.att_dim_max} and {self.att_max_tokens}")
         need = max(1 + COUNTERS_FORMAT.size, 1 + INFO_FORMAT.size, WEIGHTS_HEADER.size + self.lanes)
         if self.max_payload < need:
             raise ValueError(f"max_payload {self.max_payload} < {need}: COUNTERS or one weight row would not fit")
@@ -169,6 +175,8 @@ class Emulator:
             OP_LIF: self._op_lif, OP_ATTENTION: self._op_attention, OP_COUNTERS: self._op_counters,
             OP_CLEAR_COUNTERS: self._op_clear_counters,
         }
+        if not c.att_dim_max:                                # no attention engine: an unknown opcode
+            del self._handlers[OP_ATTENTION]
 
     # -- byte stream --------------------------------------------------------------------------
 

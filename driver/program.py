@@ -6,7 +6,8 @@ and decides for every layer:
 * **accelerator** (``docs/protocol.md`` ops): linear layers and groups = 1 convolutions on
   spikes (LINEAR; a ``k x k`` convolution runs as a linear layer over its ``C_in * k * k`` spike
   patches, gathered on the host), every LIF (LIF) and every spike-driven attention (ATTENTION,
-  compact command stream). Requant happens on the device with the layer's parameters.
+  compact command stream; on a device without an attention engine, INFO ``att_dim_max = 0``, attention
+  runs on the host). Requant happens on the device with the layer's parameters.
 * **host** (the golden model's integer ops): the pixel stem and every layer on int8 activations,
   depthwise convolutions, residual shortcuts and the classifier head.
 
@@ -166,7 +167,7 @@ def compile_model(int_model: IntModelBase, info) -> Program:
     for layer in walk_layers(int_model):
         kind = offload_kind(layer)
         name = layer.name
-        if kind is None:
+        if kind is None or (kind == "attention" and not info.att_dim_max):   # no attention engine
             host.append(name)
         elif kind == "linear":
             plans[name] = _plan_weights(name, kind, layer, layer.weight, info, problems)

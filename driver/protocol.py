@@ -698,6 +698,9 @@ class Device:
         info = self.limits
         if mode not in _MODES:
             raise ValueError(f"mode must be 'dot' or 'hamming', got {mode!r}")
+        if not info.att_dim_max:
+            raise ValueError("the device has no attention engine (INFO att_dim_max = 0); "
+                             "driver.program runs attention layers on the host for it")
         dim = _int_arg("dim", dim, 1, info.att_dim_max)
         tokens = _int_arg("tokens", tokens, 0, info.att_max_tokens)
         p_base = _int_arg("p_base", p_base, 0, info.param_channels)

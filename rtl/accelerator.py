@@ -125,8 +125,11 @@ def crc16_byte(crc, byte):
 
 
 def _sat(x, bits: int):
+    """Signed ``x`` saturated to ``bits`` bits. ``x`` fits when its bits from ``bits - 1`` up are all equal
+    (no compare: a carry chain per bound would be long and, on the iCE40, a CARRY cell per bit)."""
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    return Mux(x > hi, hi, Mux(x < lo, lo, x))
+    top = x[bits - 1:]
+    return Mux(~top.any() | top.all(), x[:bits].as_signed(), Mux(x[-1], lo, hi))
 
 
 # --------------------------------------------------------------------------------------------
@@ -321,7 +324,9 @@ class AcceleratorConfig:
     ``weight_rows`` rows of ``P`` int8 weights; ``param_channels`` requant channels ``(M, S, B)``;
     ``membrane_rows`` rows of ``P`` int16 membranes; ``att_dim_max`` / ``att_max_tokens`` the attention
     engine's D_MAX (at most 64; a multiple of ``P`` when ``P < D_MAX``) and N_MAX; the attention engine
-    has ``att_lanes = min(P, D_MAX)`` lanes; ``max_payload`` the largest frame payload
+    has ``att_lanes = min(P, D_MAX)`` lanes. ``att_dim_max = att_max_tokens = 0`` builds no attention
+    engine (the iCE40 configuration): INFO says so, ATTENTION is answered ``ERR_OPCODE``, and the driver
+    runs attention layers on the host. ``max_payload`` the largest frame payload
     both ways (the size of the frame and response buffers); ``clock_hz`` what INFO reports;
     ``frame_timeout`` the cycles without a byte inside a frame before ``ERR_TRUNCATED``.
     """
@@ -343,12 +348,17 @@ class AcceleratorConfig:
             raise ValueError(f"lanes must be a power of two in 1..128, got {lanes}")
         if not 1 <= self.in_max <= 1024:
             raise ValueError(f"in_max must be in 1..1024, got {self.in_max}")
-        for name in ("weight_rows", "param_channels", "att_max_tokens"):
+        for name in ("weight_rows", "param_channels"):
             if not 1 <= getattr(self, name) <= 0xFFFF:
                 raise ValueError(f"{name} must be in 1..65535, got {getattr(self, name)}")
+        if (self.att_dim_max == 0) != (self.att_max_tokens == 0):
+            raise ValueError("att_dim_max and att_max_tokens are both 0 (no attention engine) or both >= 1, "
+                             f"got {self.att_dim_max} and {self.att_max_tokens}")
+        if not 0 <= self.att_max_tokens <= 0xFFFF:
+            raise ValueError(f"att_max_tokens must be in 1..65535, got {self.att_max_tokens}")
         if not 1 <= self.membrane_rows <= 1 << 24:
             raise ValueError(f"membrane_rows must be in 1..2**24, got {self.membrane_rows}")
-        if not 1 <= self.att_dim_max <= 64 or self.att_dim_max % self.att_lanes:
+        if self.att_dim_max and (not 1 <= self.att_dim_max <= 64 or self.att_dim_max % self.att_lanes):
             raise ValueError(f"att_dim_max must be in 1..64 and a multiple of lanes = {lanes} (or at most lanes), "
                              f"got {self.att_dim_max}")
         need = max(1 + 4 * len(COUNTER_NAMES), _WW_HDR + lanes, _LIN_HDR)
@@ -413,7 +423,9 @@ class Accelerator(wiring.Component):
         m.submodules.transmitter = txu = FrameTransmitter(depth=MP)
         m.submodules.linear = lin = SpikeAccumulator(in_max=self.in_max, lanes=P, weight_rows=R)
         PA = self.config.att_lanes
-        m.submodules.attention = att = AttentionEngine(dim_max=DM, lanes=PA, max_tokens=NT)
+        att = None                                           # att_dim_max = 0: no attention engine
+        if DM:
+            m.submodules.attention = att = AttentionEngine(dim_max=DM, lanes=PA, max_tokens=NT)
         wiring.connect(m, wiring.flipped(self.rx), rcv.rx)
         wiring.connect(m, txu.tx, wiring.flipped(self.tx))
 
@@ -492,19 +504,24 @@ class Accelerator(wiring.Component):
                ("frames", "errors", "garbage_bytes", "bytes_in", "bytes_out", "linear_starved", "linear_blocked",
                 "attention_starved", "attention_blocked", "requant_lif_busy")}
         clr = Signal()                                       # CLEAR_COUNTERS / RESET
-        m.d.comb += [lin.counters_clear.eq(clr), att.counters_clear.eq(clr)]
+        m.d.comb += lin.counters_clear.eq(clr)
+        if att is not None:
+            m.d.comb += att.counters_clear.eq(clr)
+        no_count = C(0, 32)
+        att_st = att.status if att is not None else None
         m.d.sync += [cnt["bytes_in"].eq(cnt["bytes_in"] + rcv.byte_in),
                      cnt["garbage_bytes"].eq(cnt["garbage_bytes"] + rcv.garbage)]
         counters = [cnt["frames"], cnt["errors"], cnt["garbage_bytes"], cnt["bytes_in"], cnt["bytes_out"],
                     lin.status.busy_cycles, cnt["linear_starved"], cnt["linear_blocked"], lin.status.spikes,
-                    lin.status.acc_ops, att.status.busy_cycles, cnt["attention_starved"], cnt["attention_blocked"],
-                    att.status.spikes, att.status.acc_ops, cnt["requant_lif_busy"]]
+                    lin.status.acc_ops, att_st.busy_cycles if att_st else no_count, cnt["attention_starved"],
+                    cnt["attention_blocked"], att_st.spikes if att_st else no_count,
+                    att_st.acc_ops if att_st else no_count, cnt["requant_lif_busy"]]
         rl_inc = Signal(2)                                   # requant / LIF beats this cycle
         m.d.sync += cnt["requant_lif_busy"].eq(cnt["requant_lif_busy"] + rl_inc)
         # starved / blocked: the engines' counters advance by at most 1 per cycle, so bit 0 flipping marks
         # a counted cycle; only those while the engine runs an op of this accelerator are reported
         lin_run, att_run = Signal(), Signal()
-        for eng, run, pre in ((lin, lin_run, "linear"), (att, att_run, "attention")):
+        for eng, run, pre in ((lin, lin_run, "linear"), (att, att_run, "attention"))[:2 if att is not None else 1]:
             for kind in ("starved", "blocked"):
                 src = getattr(eng.status, f"{kind}_cycles")[0]
                 prev = Signal(name=f"{pre}_{kind}_prev")
@@ -516,7 +533,7 @@ class Accelerator(wiring.Component):
         counters_flat = Cat(*counters)
 
         # ---- back end: engine beats -> values -> requant -> bytes in the response buffer ------------
-        W = max(lin.acc_w, att.out_w)
+        W = max(lin.acc_w, att.out_w if att is not None else 0)
         be_att = Signal()                                    # 1: the beats come from the attention engine
         be_valid = Signal()
         be_data = Signal(data.ArrayLayout(signed(W), P))
@@ -528,12 +545,17 @@ class Accelerator(wiring.Component):
         be_n = Mux(be_att, a_dim, l_cout)
         be_pbase = Mux(be_att, a_pbase, l_pbase)
         be_ob_sel = Mux(be_att, a_ob_sel, l_ob_sel)
-        src_valid = Mux(be_att, att.out.valid, lin.out.valid)
-        src_group0 = Mux(be_att, att.out.payload.group == 0, lin.out.payload.group == 0)
+        if att is not None:
+            att_valid, att_group0 = att.out.valid, att.out.payload.group == 0
+            att_raw = Cat(att.out.payload.skip, att.out.payload.const)
+            m.d.comb += att.out.ready.eq(~be_valid & be_att)
+        else:                                                # be_att stays 0
+            att_valid, att_group0, att_raw = C(0, 1), C(0, 1), C(0, 24)
+        src_valid = Mux(be_att, att_valid, lin.out.valid)
+        src_group0 = Mux(be_att, att_group0, lin.out.payload.group == 0)
         be_take = Signal()
         m.d.comb += [
             lin.out.ready.eq(~be_valid & ~be_att),
-            att.out.ready.eq(~be_valid & be_att),
             be_take.eq(~be_valid & src_valid),
         ]
         with m.If(be_take):
@@ -543,20 +565,22 @@ class Accelerator(wiring.Component):
                 m.d.sync += be_data[lane].eq(Mux(be_att, att_lane, lin.out.payload.data[lane]))
             with m.If(src_group0):
                 m.d.sync += [be_rem.eq(be_n), be_chan.eq(be_pbase), be_prefix.eq(be_att),
-                             be_raw.eq(Cat(att.out.payload.skip, att.out.payload.const))]
+                             be_raw.eq(att_raw)]
 
-        # requant pipeline: q1 parameter read, q2 product, q3 rounding add, q4 shift, q5 offset add,
+        # requant pipeline: q1 parameter read, q2 product, q3 shift by S - 1, q4 rounding (+ 1, >> 1), q5 offset add,
         # q6 saturate (and the raw header bytes), writer
         q1_valid, q2_valid, q3_valid, q4_valid, q5_valid, q6_valid = (Signal(name=f"q{i}_valid") for i in range(1, 7))
         q1_raw, q2_raw, q3_raw, q4_raw, q5_raw = (Signal(name=f"q{i}_raw") for i in range(1, 6))
         q1_rawd, q2_rawd, q3_rawd, q4_rawd, q5_rawd = (Signal(24, name=f"q{i}_rawd") for i in range(1, 6))
+        # round half up as (((acc * M) >> (S - 1)) + 1) >> 1, which equals (acc * M + 2**(S-1)) >> S for
+        # S >= 1 (write acc * M = q * 2**(S-1) + r, 0 <= r < 2**(S-1)), so no stage is wider than the product
         q1_acc = Signal(signed(W))
-        q2_prod = Signal(signed(48))                         # |acc * M| <= 2**31 * 2**15
-        q2_s, q3_s = Signal(6), Signal(6)
+        q2_prod = Signal(signed(W + 16))                     # acc * M, M an i16
+        q2_s = Signal(6)
         q2_b, q3_b, q4_b = Signal(signed(32)), Signal(signed(32)), Signal(signed(32))
-        q3_r = Signal(signed(49))                            # acc * M + 2**(S-1)
-        q4_sh = Signal(signed(48))                           # (acc * M + 2**(S-1)) >> S, S >= 1
-        q5_y = Signal(signed(49))                            # ... + B
+        q3_t = Signal(signed(W + 16))                        # (acc * M) >> (S - 1)
+        q4_sh = Signal(signed(W + 16))                       # (... + 1) >> 1
+        q5_y = Signal(signed(max(W + 16, 32) + 1))           # ... + B
         q6_y = Signal(32)
         q6_n = Signal(3)
         wv = Signal(32)                                      # writer: value bytes still to write, LSB first
@@ -579,8 +603,8 @@ class Accelerator(wiring.Component):
             m.d.sync += [q2_valid.eq(q1_valid), q2_raw.eq(q1_raw), q2_rawd.eq(q1_rawd),
                          q2_prod.eq(q1_acc * pr.m), q2_s.eq(pr.s), q2_b.eq(pr.b)]
             m.d.sync += [q3_valid.eq(q2_valid), q3_raw.eq(q2_raw), q3_rawd.eq(q2_rawd),
-                         q3_r.eq(q2_prod + (C(1, 1) << (q2_s - 1)[:6])), q3_s.eq(q2_s), q3_b.eq(q2_b)]
-            m.d.sync += [q4_valid.eq(q3_valid), q4_raw.eq(q3_raw), q4_rawd.eq(q3_rawd), q4_sh.eq(q3_r >> q3_s),
+                         q3_t.eq(q2_prod >> (q2_s - 1)[:6]), q3_b.eq(q2_b)]
+            m.d.sync += [q4_valid.eq(q3_valid), q4_raw.eq(q3_raw), q4_rawd.eq(q3_rawd), q4_sh.eq((q3_t + 1) >> 1),
                          q4_b.eq(q3_b)]
             m.d.sync += [q5_valid.eq(q4_valid), q5_raw.eq(q4_raw), q5_rawd.eq(q4_rawd), q5_y.eq(q4_sh + q4_b)]
             sat_y = Mux(be_ob_sel == 2, _sat(q5_y, 32), Mux(be_ob_sel == 1, _sat(q5_y, 16), _sat(q5_y, 8)))
@@ -661,10 +685,11 @@ class Accelerator(wiring.Component):
         m.d.comb += [lin.cmd.valid.eq(lcv), lcmd.op.eq(lop), lcmd.c_in.eq(l_cin), lcmd.groups.eq(l_G_reg),
                      lcmd.base.eq(l_wbase), lcmd.x.eq(tok_x[:self.in_max])]
         acv, aop, amode = Signal(), Signal(2), Signal()
-        acmd = att.cmd.payload
-        m.d.comb += [att.cmd.valid.eq(acv), acmd.op.eq(aop), acmd.mode.eq(amode), acmd.dim.eq(a_dim),
-                     acmd.tokens.eq(a_tokens), acmd.skip.eq(att_skip), acmd.a.eq(att_a[:DM]),
-                     acmd.b.eq(att_b[:DM])]
+        if att is not None:
+            acmd = att.cmd.payload
+            m.d.comb += [att.cmd.valid.eq(acv), acmd.op.eq(aop), acmd.mode.eq(amode), acmd.dim.eq(a_dim),
+                         acmd.tokens.eq(a_tokens), acmd.skip.eq(att_skip), acmd.a.eq(att_a[:DM]),
+                         acmd.b.eq(att_b[:DM])]
 
         def fail(code: int) -> None:
             m.d.sync += status.eq(code)
@@ -699,7 +724,7 @@ class Accelerator(wiring.Component):
             with m.State("IDLE"):
                 with m.If(rcv.job_valid & ~txu.busy):
                     m.d.sync += [cnt["frames"].eq(cnt["frames"] + 1), optr.eq(0), status.eq(OK),
-                                 be_att.eq(rcv.opcode == OP_ATTENTION),
+                                 be_att.eq((rcv.opcode == OP_ATTENTION) & (att is not None)),
                                  # the first product of the op's checks (used in LIN1 / LIF1)
                                  mul_a.eq(Mux(rcv.opcode == OP_LIF, f_tokens, l_tokens)),
                                  mul_b.eq(Mux(rcv.opcode == OP_LIF, f_ch, l_B))]
@@ -720,6 +745,8 @@ class Accelerator(wiring.Component):
                                                       (OP_WRITE_LIF, "WL"), (OP_LINEAR, "LIN0"), (OP_LIF, "LIF0"),
                                                       (OP_ATTENTION, "ATT0"), (OP_COUNTERS, "COUNTERS"),
                                                       (OP_CLEAR_COUNTERS, "CLEAR")):
+                                        if op == OP_ATTENTION and att is None:
+                                            continue                    # no engine: an unknown opcode
                                         with m.Case(op):
                                             m.next = state
                                     with m.Default():
@@ -1011,149 +1038,150 @@ class Accelerator(wiring.Component):
                     with m.If(f_lane == P - 1):
                         m.d.comb += mrow_next.eq(mrow + 1)
 
-            # -- ATTENTION: walk the command stream (lengths, types, bitmap padding) ------------------------
-            with m.State("ATT0"):
-                with m.If(L < _ATT_HDR):
-                    fail(ERR_LENGTH)
-                with m.Else():
-                    m.d.comb += rp_next.eq(_ATT_HDR)
-                    m.d.sync += [kvc.eq(0), qseen.eq(0), n_rec.eq(0), bad.eq(0)]
+            if att is not None:                                 # the ATTENTION states
+                # -- ATTENTION: walk the command stream (lengths, types, bitmap padding) ------------------------
+                with m.State("ATT0"):
+                    with m.If(L < _ATT_HDR):
+                        fail(ERR_LENGTH)
+                    with m.Else():
+                        m.d.comb += rp_next.eq(_ATT_HDR)
+                        m.d.sync += [kvc.eq(0), qseen.eq(0), n_rec.eq(0), bad.eq(0)]
+                        m.next = "AW_TYPE"
+                with m.State("AW_TYPE"):                                    # fb_byte = a command's type at rp
+                    with m.If(rp == L):
+                        m.d.sync += [mul_a.eq(n_rec), mul_b.eq(3 + (a_dim << a_ob_sel))]   # for AW_FIT
+                        m.next = "AW_END"
+                    with m.Else():
+                        m.d.sync += att_kind.eq(fb_byte)                    # registered: the decision below
+                        m.next = "AW_CMD"                                   # drives the buffer address
+                with m.State("AW_CMD"):                                     # rp = the command's type byte
+                    need_chk = (a_d != 0) & (a_pad != 0)
                     m.next = "AW_TYPE"
-            with m.State("AW_TYPE"):                                    # fb_byte = a command's type at rp
-                with m.If(rp == L):
-                    m.d.sync += [mul_a.eq(n_rec), mul_b.eq(3 + (a_dim << a_ob_sel))]   # for AW_FIT
-                    m.next = "AW_END"
-                with m.Else():
-                    m.d.sync += att_kind.eq(fb_byte)                    # registered: the decision below
-                    m.next = "AW_CMD"                                   # drives the buffer address
-            with m.State("AW_CMD"):                                     # rp = the command's type byte
-                need_chk = (a_d != 0) & (a_pad != 0)
-                m.next = "AW_TYPE"
-                with m.Switch(att_kind):
-                    with m.Case(CMD_KV, CMD_V_PAIR):
-                        kv_new = kvc + 1 + (att_kind == CMD_V_PAIR)
-                        end = rp + 1 + 2 * a_d
-                        with m.If(qseen | (end > L) | (kv_new > a_tokens)):
-                            fail(ERR_LENGTH)
-                        with m.Else():
-                            m.d.sync += [kvc.eq(kv_new), nxt.eq(end), chk_two.eq(1), chk_b.eq(rp + 2 * a_d)]
-                            with m.If(need_chk):
-                                m.d.comb += rp_next.eq(rp + a_d)
-                                m.next = "AW_CHK1"
+                    with m.Switch(att_kind):
+                        with m.Case(CMD_KV, CMD_V_PAIR):
+                            kv_new = kvc + 1 + (att_kind == CMD_V_PAIR)
+                            end = rp + 1 + 2 * a_d
+                            with m.If(qseen | (end > L) | (kv_new > a_tokens)):
+                                fail(ERR_LENGTH)
                             with m.Else():
-                                m.d.comb += rp_next.eq(end)
-                    with m.Case(CMD_Q):
-                        end = rp + 3 + a_d
-                        with m.If((kvc != a_tokens) | (end > L)):
-                            fail(ERR_LENGTH)
-                        with m.Else():
-                            m.d.sync += [qseen.eq(1), n_rec.eq(n_rec + 1), nxt.eq(end), chk_two.eq(0)]
-                            with m.If(need_chk):
-                                m.d.comb += rp_next.eq(rp + 2 + a_d)
-                                m.next = "AW_CHK1"
+                                m.d.sync += [kvc.eq(kv_new), nxt.eq(end), chk_two.eq(1), chk_b.eq(rp + 2 * a_d)]
+                                with m.If(need_chk):
+                                    m.d.comb += rp_next.eq(rp + a_d)
+                                    m.next = "AW_CHK1"
+                                with m.Else():
+                                    m.d.comb += rp_next.eq(end)
+                        with m.Case(CMD_Q):
+                            end = rp + 3 + a_d
+                            with m.If((kvc != a_tokens) | (end > L)):
+                                fail(ERR_LENGTH)
                             with m.Else():
-                                m.d.comb += rp_next.eq(end)
-                    with m.Case(CMD_CONST):
-                        with m.If(kvc != a_tokens):
-                            fail(ERR_LENGTH)
-                        with m.Else():
-                            m.d.sync += [qseen.eq(1), n_rec.eq(n_rec + 1)]
-                            m.d.comb += rp_next.eq(rp + 1)
-                    with m.Default():
-                        fail(ERR_RANGE)
-            with m.State("AW_CHK1"):                                    # fb_byte = last byte of a bitmap
-                m.d.sync += bad.eq(bad | ((fb_byte & a_pad) != 0))
-                with m.If(chk_two):
-                    m.d.comb += rp_next.eq(chk_b)
-                    m.next = "AW_CHK2"
-                with m.Else():
+                                m.d.sync += [qseen.eq(1), n_rec.eq(n_rec + 1), nxt.eq(end), chk_two.eq(0)]
+                                with m.If(need_chk):
+                                    m.d.comb += rp_next.eq(rp + 2 + a_d)
+                                    m.next = "AW_CHK1"
+                                with m.Else():
+                                    m.d.comb += rp_next.eq(end)
+                        with m.Case(CMD_CONST):
+                            with m.If(kvc != a_tokens):
+                                fail(ERR_LENGTH)
+                            with m.Else():
+                                m.d.sync += [qseen.eq(1), n_rec.eq(n_rec + 1)]
+                                m.d.comb += rp_next.eq(rp + 1)
+                        with m.Default():
+                            fail(ERR_RANGE)
+                with m.State("AW_CHK1"):                                    # fb_byte = last byte of a bitmap
+                    m.d.sync += bad.eq(bad | ((fb_byte & a_pad) != 0))
+                    with m.If(chk_two):
+                        m.d.comb += rp_next.eq(chk_b)
+                        m.next = "AW_CHK2"
+                    with m.Else():
+                        m.d.comb += rp_next.eq(nxt)
+                        m.next = "AW_TYPE"
+                with m.State("AW_CHK2"):
+                    m.d.sync += bad.eq(bad | ((fb_byte & a_pad) != 0))
                     m.d.comb += rp_next.eq(nxt)
                     m.next = "AW_TYPE"
-            with m.State("AW_CHK2"):
-                m.d.sync += bad.eq(bad | ((fb_byte & a_pad) != 0))
-                m.d.comb += rp_next.eq(nxt)
-                m.next = "AW_TYPE"
-            with m.State("AW_END"):
-                with m.If(kvc != a_tokens):
-                    fail(ERR_LENGTH)
-                with m.Elif((a_mode > 1) | (a_dim == 0) | (a_dim > DM) | (a_tokens > NT) | ~a_ob_ok
-                            | (a_pbase + a_dim > PC) | bad):
-                    fail(ERR_RANGE)
-                with m.Else():
-                    m.next = "AW_FIT"
-            with m.State("AW_FIT"):                                     # mul_p = records * record bytes
-                m.d.sync += pm_end.eq(a_pbase + a_dim - 1)
-                with m.If(mul_p + 1 > MP):
-                    fail(ERR_RANGE)
-                with m.Else():
-                    m.d.comb += sp_next.eq(a_pbase)
-                    m.next = "AW_PM"
-            with m.State("AW_PM"):
-                scan(pm_rd.data, pm_end, ERR_UNLOADED, "ATT_CFG",
-                     on_done=[acv.eq(1), aop.eq(ATT_CONFIG), amode.eq(a_mode[0]), att_a.eq(0), att_b.eq(0),
-                              att_skip.eq(0)])
-
-            # -- ATTENTION: run ----------------------------------------------------------------------------------
-            with m.State("ATT_CFG"):                                    # the CONFIG command is valid
-                m.d.comb += att_run.eq(1)
-                with m.If(att.cmd.ready):
-                    m.d.sync += acv.eq(0)
-                    m.d.comb += rp_next.eq(_ATT_HDR)
-                    m.next = "ATT_TYPE"
-            with m.State("ATT_TYPE"):
-                m.d.comb += att_run.eq(1)
-                with m.If(rp == L):
-                    m.next = "ATT_DRAIN"
-                with m.Else():
-                    m.d.sync += [att_kind.eq(fb_byte), j_cnt.eq(0)]
-                    m.d.comb += rp_next.eq(rp + 1)
-                    with m.Switch(fb_byte):
-                        with m.Case(CMD_KV, CMD_V_PAIR):
-                            m.d.sync += [aop.eq(ATT_KV), amode.eq(fb_byte == CMD_V_PAIR)]
-                            m.next = "ATT_A"
-                        with m.Case(CMD_Q):
-                            m.d.sync += [aop.eq(ATT_Q), amode.eq(0)]
-                            m.next = "ATT_SKIP_LO"
-                        with m.Default():                               # CMD_CONST
-                            m.d.sync += [aop.eq(ATT_Q), amode.eq(1), acv.eq(1)]
-                            m.next = "ATT_SEND"
-            with m.State("ATT_SKIP_LO"):
-                m.d.comb += [att_run.eq(1), rp_next.eq(rp + 1)]
-                m.d.sync += att_skip[:8].eq(fb_byte)
-                m.next = "ATT_SKIP_HI"
-            with m.State("ATT_SKIP_HI"):
-                m.d.comb += [att_run.eq(1), rp_next.eq(rp + 1)]
-                m.d.sync += att_skip[8:].eq(fb_byte)
-                m.next = "ATT_A"
-            jw = max(1, (len(att_a) // 8 - 1).bit_length())
-            for state, reg, then in (("ATT_A", att_a, None), ("ATT_B", att_b, "ATT_SEND")):
-                with m.State(state):
-                    m.d.comb += [att_run.eq(1), rp_next.eq(rp + 1)]
-                    m.d.sync += [reg.word_select(j_cnt[:jw], 8).eq(fb_byte), j_cnt.eq(j_cnt + 1)]
-                    with m.If(j_cnt == a_d - 1):
-                        m.d.sync += j_cnt.eq(0)
-                        if then is None:                                # a Q token has no second bitmap
-                            with m.If(att_kind == CMD_Q):
-                                m.d.sync += acv.eq(1)
-                                m.next = "ATT_SEND"
-                            with m.Else():
-                                m.next = "ATT_B"
-                        else:
-                            m.d.sync += acv.eq(1)
-                            m.next = then
-            with m.State("ATT_SEND"):                                   # the KV / Q command is valid
-                m.d.comb += att_run.eq(1)
-                with m.If(att.cmd.ready):
-                    m.d.sync += acv.eq(0)
-                    m.next = "ATT_TYPE"
-            with m.State("ATT_DRAIN"):
-                m.d.comb += att_run.eq(1)
-                with m.If(~att.status.busy & be_idle):
-                    with m.If(att.status.error):
-                        m.d.sync += eng_err.eq(Cat(C(ENGINE_ATTENTION, 8), att.status.error_code, C(0, 4)))
-                        m.next = "ENG_ERR"
+                with m.State("AW_END"):
+                    with m.If(kvc != a_tokens):
+                        fail(ERR_LENGTH)
+                    with m.Elif((a_mode > 1) | (a_dim == 0) | (a_dim > DM) | (a_tokens > NT) | ~a_ob_ok
+                                | (a_pbase + a_dim > PC) | bad):
+                        fail(ERR_RANGE)
                     with m.Else():
-                        m.next = "RESPOND"
+                        m.next = "AW_FIT"
+                with m.State("AW_FIT"):                                     # mul_p = records * record bytes
+                    m.d.sync += pm_end.eq(a_pbase + a_dim - 1)
+                    with m.If(mul_p + 1 > MP):
+                        fail(ERR_RANGE)
+                    with m.Else():
+                        m.d.comb += sp_next.eq(a_pbase)
+                        m.next = "AW_PM"
+                with m.State("AW_PM"):
+                    scan(pm_rd.data, pm_end, ERR_UNLOADED, "ATT_CFG",
+                         on_done=[acv.eq(1), aop.eq(ATT_CONFIG), amode.eq(a_mode[0]), att_a.eq(0), att_b.eq(0),
+                                  att_skip.eq(0)])
+
+                # -- ATTENTION: run ----------------------------------------------------------------------------------
+                with m.State("ATT_CFG"):                                    # the CONFIG command is valid
+                    m.d.comb += att_run.eq(1)
+                    with m.If(att.cmd.ready):
+                        m.d.sync += acv.eq(0)
+                        m.d.comb += rp_next.eq(_ATT_HDR)
+                        m.next = "ATT_TYPE"
+                with m.State("ATT_TYPE"):
+                    m.d.comb += att_run.eq(1)
+                    with m.If(rp == L):
+                        m.next = "ATT_DRAIN"
+                    with m.Else():
+                        m.d.sync += [att_kind.eq(fb_byte), j_cnt.eq(0)]
+                        m.d.comb += rp_next.eq(rp + 1)
+                        with m.Switch(fb_byte):
+                            with m.Case(CMD_KV, CMD_V_PAIR):
+                                m.d.sync += [aop.eq(ATT_KV), amode.eq(fb_byte == CMD_V_PAIR)]
+                                m.next = "ATT_A"
+                            with m.Case(CMD_Q):
+                                m.d.sync += [aop.eq(ATT_Q), amode.eq(0)]
+                                m.next = "ATT_SKIP_LO"
+                            with m.Default():                               # CMD_CONST
+                                m.d.sync += [aop.eq(ATT_Q), amode.eq(1), acv.eq(1)]
+                                m.next = "ATT_SEND"
+                with m.State("ATT_SKIP_LO"):
+                    m.d.comb += [att_run.eq(1), rp_next.eq(rp + 1)]
+                    m.d.sync += att_skip[:8].eq(fb_byte)
+                    m.next = "ATT_SKIP_HI"
+                with m.State("ATT_SKIP_HI"):
+                    m.d.comb += [att_run.eq(1), rp_next.eq(rp + 1)]
+                    m.d.sync += att_skip[8:].eq(fb_byte)
+                    m.next = "ATT_A"
+                jw = max(1, (len(att_a) // 8 - 1).bit_length())
+                for state, reg, then in (("ATT_A", att_a, None), ("ATT_B", att_b, "ATT_SEND")):
+                    with m.State(state):
+                        m.d.comb += [att_run.eq(1), rp_next.eq(rp + 1)]
+                        m.d.sync += [reg.word_select(j_cnt[:jw], 8).eq(fb_byte), j_cnt.eq(j_cnt + 1)]
+                        with m.If(j_cnt == a_d - 1):
+                            m.d.sync += j_cnt.eq(0)
+                            if then is None:                                # a Q token has no second bitmap
+                                with m.If(att_kind == CMD_Q):
+                                    m.d.sync += acv.eq(1)
+                                    m.next = "ATT_SEND"
+                                with m.Else():
+                                    m.next = "ATT_B"
+                            else:
+                                m.d.sync += acv.eq(1)
+                                m.next = then
+                with m.State("ATT_SEND"):                                   # the KV / Q command is valid
+                    m.d.comb += att_run.eq(1)
+                    with m.If(att.cmd.ready):
+                        m.d.sync += acv.eq(0)
+                        m.next = "ATT_TYPE"
+                with m.State("ATT_DRAIN"):
+                    m.d.comb += att_run.eq(1)
+                    with m.If(~att.status.busy & be_idle):
+                        with m.If(att.status.error):
+                            m.d.sync += eng_err.eq(Cat(C(ENGINE_ATTENTION, 8), att.status.error_code, C(0, 4)))
+                            m.next = "ENG_ERR"
+                        with m.Else():
+                            m.next = "RESPOND"
 
         # back-end beats count as requant / LIF beats
         with m.If(be_take):

@@ -46,7 +46,7 @@ Throughput is unchanged by the pipeline (one step per cycle, the busy-cycle mode
 
 from __future__ import annotations
 
-from amaranth.hdl import C, Cat, Module, Mux, Signal, signed
+from amaranth.hdl import C, Cat, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -56,7 +56,7 @@ from rtl.attention import find_first_set, popcount
 __all__ = [
     "OP_CONFIG", "OP_TOKEN", "OP_STATUS_CLEAR",
     "ERR_NONE", "ERR_DIM", "ERR_ROWS", "ERR_NO_CONFIG", "ERR_BITS", "ERR_WADDR", "ERR_OP",
-    "COUNTER_W", "CHUNK_W", "LATENCY", "IN_MAX_LIMIT", "ROWS_LIMIT", "C_IN_W", "GROUPS_W", "BASE_W", "SKIP_W", "ADDR_W",
+    "thermometer", "COUNTER_W", "CHUNK_W", "LATENCY", "IN_MAX_LIMIT", "ROWS_LIMIT", "C_IN_W", "GROUPS_W", "BASE_W", "SKIP_W", "ADDR_W",
     "acc_width", "cmd_layout", "wload_layout", "out_layout", "status_signature", "SpikeAccumulator",
 ]
 
@@ -68,6 +68,23 @@ LATENCY = 6                    # first command transfer to last beat transfer = 
 IN_MAX_LIMIT = 1024            # C_IN_MAX <= 1024: the c_in field (11 bits) can still say C_IN_MAX + 1
 ROWS_LIMIT = 1 << 16           # weight_rows <= 65536: 16-bit addresses and bases
 C_IN_W, GROUPS_W, BASE_W, SKIP_W, ADDR_W = 11, 16, 16, 16, 16
+
+
+
+def thermometer(n: Value, width: int) -> Value:
+    """``width`` bits, bit ``j`` set iff ``n > j`` (``n`` unsigned). Built level by level on ``n``'s bits
+    (about ``2 * width`` two-input gates, no comparators: ``width`` compares against constants would each be
+    a carry chain)."""
+    n = Value.cast(n)
+    k = max(1, (width - 1).bit_length())
+    low = n[:k]
+    bits = [C(0, 1)]                           # level 0: n[:0] = 0 > j never holds
+    for lvl in range(k):                       # bits[j] = (n[:lvl] > j), j < 2**lvl
+        b = low[lvl] if lvl < len(low) else C(0, 1)
+        bits = [b | t for t in bits] + [b & t for t in bits]
+    high = n[k:].any() if len(n) > k else C(0, 1)
+    return Cat(*(high | bits[j] for j in range(width)))
+
 
 # configuration states
 _S_NONE, _S_OPEN, _S_BROKEN = 0, 1, 2
@@ -301,7 +318,7 @@ class SpikeAccumulator(wiring.Component):
             m.d.sync += [
                 cmd_err.eq(0), error_code.eq(Mux(w_err, ERR_WADDR, ERR_NONE)), state.eq(_S_OPEN),
                 c_groups.eq(cmd.groups), c_glast.eq(cmd.groups - 1), c_base.eq(cmd.base),
-                c_lowmask.eq(Cat(*(cmd.c_in > j for j in range(CM)))),
+                c_lowmask.eq(thermometer(cmd.c_in, CM)),
             ]
         with m.If(clear):
             m.d.sync += [cmd_err.eq(0), w_err.eq(0), error_code.eq(ERR_NONE), state.eq(_S_NONE)]

@@ -14,7 +14,7 @@ import random
 
 import pytest
 import torch
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module, Signal, signed
 from amaranth.sim import Simulator
 
 import driver.protocol as pr
@@ -29,9 +29,20 @@ from rtl.accelerator import (
     FrameReceiver,
     FrameTransmitter,
     crc16,
+    _sat,
     crc16_byte,
 )
-from sim.accel_frames import compare_responses, emulator_config, req_lif, req_write_lif
+from sim.accel_frames import (
+    compare_responses,
+    emulator_config,
+    req_attention,
+    req_lif,
+    req_linear,
+    req_write_lif,
+    req_write_params,
+    req_write_weights,
+    weight_rows,
+)
 from sim.pysim_streams import Gaps, stream_put
 
 SMALL = {"lanes": 4, "in_max": 24, "weight_rows": 40, "param_channels": 24, "membrane_rows": 20, "att_dim_max": 8,
@@ -61,6 +72,31 @@ def test_crc16_byte_logic():
             ctx.set(crc, c)
             ctx.set(byte, b)
             assert ctx.get(out) == crc16(bytes((b,)), c), (hex(c), hex(b))
+
+    sim.add_testbench(tb)
+    sim.run()
+
+
+def test_saturation_logic():
+    """``_sat`` (the requant's saturation, built on the top bits) equals a clamp at 8, 16 and 32 bits."""
+    x = Signal(signed(49))
+    outs = {bits: Signal(signed(bits)) for bits in (8, 16, 32)}
+    m = Module()
+    m.d.comb += [o.eq(_sat(x, bits)) for bits, o in outs.items()]
+    sim = Simulator(m)
+    rng = random.Random(3)
+    values = [0, 1, -1, (1 << 48) - 1, -(1 << 48)]
+    for bits in (8, 16, 32):
+        hi = (1 << (bits - 1)) - 1
+        values += [hi, hi + 1, hi - 1, -hi - 1, -hi - 2, -hi]
+    values += [rng.randrange(-(1 << 48), 1 << 48) >> rng.randrange(48) for _ in range(400)]
+
+    async def tb(ctx):
+        for v in values:
+            ctx.set(x, v)
+            for bits, o in outs.items():
+                hi = (1 << (bits - 1)) - 1
+                assert ctx.get(o) == max(-hi - 1, min(hi, v)), (v, bits)
 
     sim.add_testbench(tb)
     sim.run()
@@ -277,3 +313,33 @@ def test_accelerator_small(seed):
     for f, s in zip(lif, (s0, s1), strict=True):
         bits, clean = pr.unpack_bits(f.data, 3, 6)
         assert clean and torch.equal(torch.from_numpy(bits).to(torch.int8), s)
+
+
+def test_accelerator_without_attention_engine():
+    """``att_dim_max = 0`` (the iCE40 configuration): INFO says 0, ATTENTION is an unknown opcode, LINEAR
+    with extreme requant parameters (the back end is narrower: no attention read-out) equals the emulator."""
+    params = {**SMALL, "lanes": 2, "att_dim_max": 0, "att_max_tokens": 0}
+    gen = torch.Generator().manual_seed(5)
+    c_in, c_out, tokens = 12, 5, 3
+    w = torch.randint(-128, 128, (c_out, c_in), generator=gen, dtype=torch.int8)
+    w[0] = -128                                              # the accumulator's extreme
+    x = torch.randint(0, 2, (tokens, c_in), generator=gen, dtype=torch.int8)
+    x[0] = 1
+    m = torch.tensor([32767, -32768, 1, 12345, -7], dtype=torch.int32)
+    s = torch.tensor([1, 47, 1, 13, 2], dtype=torch.int32)
+    b = torch.tensor([0, 5, -(1 << 31), (1 << 31) - 1, 100], dtype=torch.int32)
+    script = [
+        pr.encode_frame(pr.OP_INFO, 1),
+        pr.encode_frame(pr.OP_ATTENTION, 2, req_attention([], mode=0, dim=4, tokens=0, p_base=0, out_bits=8)),
+        pr.encode_frame(pr.OP_WRITE_WEIGHTS, 3, req_write_weights(0, weight_rows(w, 2))),
+        pr.encode_frame(pr.OP_WRITE_PARAMS, 4, req_write_params(0, m, s, b)),
+    ]
+    script += [pr.encode_frame(pr.OP_LINEAR, 5 + i, req_linear(x, c_out=c_out, w_base=0, p_base=0, out_bits=bits))
+               for i, bits in enumerate((8, 16, 32))]
+    script.append(pr.encode_frame(pr.OP_COUNTERS, 9))
+    got, emu, want = run_accelerator(params, script, seed=5)
+    problems, frames = compare_responses(got, want)
+    assert not problems, problems
+    assert pr.DeviceInfo.unpack(frames[0].data).att_dim_max == 0
+    assert frames[1].status == pr.ERR_OPCODE
+    assert [f.status for f in frames[2:8]] == [pr.OK] * 6

@@ -62,6 +62,20 @@ def test_whole_model_bit_exact(golden):
     _check_link_split(res.layers)
 
 
+def test_device_without_attention_engine(golden):
+    """INFO ``att_dim_max = 0``: attention layers run on the host, the logits still equal the golden model's."""
+    x = _clips(golden, 1)
+    dev = _device(att_dim_max=0, att_max_tokens=0)
+    prog = compile_model(golden.int_model, dev.info())
+    att = [name for name in prog.host_layers if "att" in name]
+    assert att and not any(p.kind == "attention" for p in prog.plans.values())
+    res = run(prog, x, dev, progress=False)
+    assert torch.equal(res.logits, golden.int_model(x))
+    assert sum(s.counters.get("attention_busy", 0) for s in res.layers) == 0
+    with pytest.raises(ValueError, match="no attention engine"):
+        dev.attention([], mode="dot", dim=4, tokens=0, p_base=0, out_bits=8)
+
+
 def _check_link_split(layers) -> None:
     """The host's bytes by class add up to the device's own byte counters, layer by layer, and each
     class appears where it must: weights only for spike-accumulate layers, activations and results

@@ -35,6 +35,7 @@ from rtl.spike_accum import (
     OP_TOKEN,
     SpikeAccumulator,
     acc_width,
+    thermometer,
 )
 from sim.pysim_streams import Gaps, stream_get, stream_put
 from sim.spike_accum_model import SpikeAccumModel
@@ -195,6 +196,24 @@ def run(script: Script, *, seed: int, gap: float, backpressure: float, wgap: flo
 # --------------------------------------------------------------------------------------------
 # Exact results
 # --------------------------------------------------------------------------------------------
+
+
+def test_thermometer_logic():
+    """``thermometer(n, width)`` (the c_in mask) sets exactly the bits below ``n``, for every 11-bit n."""
+    n = Signal(11)
+    outs = {w: Signal(w) for w in (1, 5, 16, 64)}
+    m = Module()
+    m.d.comb += [o.eq(thermometer(n, w)) for w, o in outs.items()]
+    sim = Simulator(m)
+
+    async def tb(ctx):
+        for v in list(range(130)) + [255, 256, 1023, 1024, 2047]:
+            ctx.set(n, v)
+            for w, o in outs.items():
+                assert ctx.get(o) == (1 << min(v, w)) - 1, (v, w)
+
+    sim.add_testbench(tb)
+    sim.run()
 
 
 def test_densities_exact():
