@@ -92,7 +92,10 @@ def _abc9_failed(log_text: str) -> bool:
     (``ABC_OPS_REINTEGRATE``: ``GetSize(conn.first) == GetSize(conn.second)``) on the full ULX3S board
     top, and the log may end without the message; ``synth_lattice`` has no classic-ABC option any more,
     but ABC9 with ``-dff`` (flip-flops mapped with the logic) passes. The build then retries once with
-    ``-dff`` and the report's ``synth_opts`` says so."""
+    ``-dff`` and the report's ``synth_opts`` says so. A log in which nextpnr ran (its ``Info:`` lines)
+    is not such a failure: Yosys finished."""
+    if re.search(r"^Info: ", log_text, re.MULTILINE):
+        return False
     tail = log_text[-6000:]
     return "ABC9" in tail and "End of script" not in tail
 

@@ -56,7 +56,8 @@ from rtl.attention import find_first_set, popcount
 __all__ = [
     "OP_CONFIG", "OP_TOKEN", "OP_STATUS_CLEAR",
     "ERR_NONE", "ERR_DIM", "ERR_ROWS", "ERR_NO_CONFIG", "ERR_BITS", "ERR_WADDR", "ERR_OP",
-    "thermometer", "COUNTER_W", "CHUNK_W", "LATENCY", "IN_MAX_LIMIT", "ROWS_LIMIT", "C_IN_W", "GROUPS_W", "BASE_W", "SKIP_W", "ADDR_W",
+    "thermometer", "COUNTER_W", "CHUNK_W", "LATENCY", "IN_MAX_LIMIT", "ROWS_LIMIT", "C_IN_W", "GROUPS_W", "BASE_W",
+    "SKIP_W", "ADDR_W",
     "acc_width", "cmd_layout", "wload_layout", "out_layout", "status_signature", "SpikeAccumulator",
 ]
 

@@ -28,8 +28,8 @@ from rtl.accelerator import (
     Accelerator,
     FrameReceiver,
     FrameTransmitter,
-    crc16,
     _sat,
+    crc16,
     crc16_byte,
 )
 from sim.accel_frames import (

@@ -8,7 +8,14 @@ import pytest
 
 import driver.protocol as pr
 from bitstreams.boards import CONFIGS, ecp5_pll, get_config, ice40_pll
-from bitstreams.build import DEVICES, _log_utilisation, _name_clocks, parse_nextpnr, parse_yosys_stat
+from bitstreams.build import (
+    DEVICES,
+    _abc9_failed,
+    _log_utilisation,
+    _name_clocks,
+    parse_nextpnr,
+    parse_yosys_stat,
+)
 from driver.emulator import Emulator
 from driver.transport import EmulatorTransport
 
@@ -22,6 +29,14 @@ def test_configs_are_consistent(name):
     assert cfg.rx_fifo_depth >= acc.max_payload + 16
     pll = ecp5_pll(25e6, cfg.clock_hz) if cfg.board == "ulx3s-85f" else ice40_pll(12e6, cfg.clock_hz)
     assert pll["fout"] == cfg.clock_hz
+
+
+def test_abc9_failure_detection():
+    """Only a Yosys run that stopped inside ABC9 is retried; a failed placement after it is not."""
+    yosys = "2.48.22.5. Executing ABC9.\nRunning ABC command\n"
+    assert _abc9_failed(yosys + "ERROR: Assert `count_id(wire->name) == 0' failed")
+    assert not _abc9_failed(yosys + "End of script. Logfile hash: 1\n")
+    assert not _abc9_failed(yosys + "Info: Packing constants..\nERROR: Unable to place cell 'x'\n")
 
 
 def test_pll_solvers():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -170,6 +171,35 @@ def test_verilator_end_to_end(golden):
         assert {k: g.counters[k] for k in keys} == {k: e.counters[k] for k in keys}, g.name
         assert g.link == e.link, g.name  # the same frames on the link, class by class
     _check_link_split(got.layers)
+
+
+def test_verilator_icebreaker_configuration():
+    """The iCEBreaker board's accelerator (``bitstreams.boards``: P = 4, in_max = 64, 256 weight rows, no
+    attention engine) in Verilator: a clip of svformer-tiny, tiled to the small memories, with attention on
+    the host, gives the golden logits and equals the emulator's engine counters layer by layer."""
+    from bitstreams.boards import get_config
+    from driver.transport import VerilatorTransport
+    from rtl.accelerator import Accelerator
+    from sim.byte_model import build_byte_model
+
+    g = load_golden("svformer-tiny")
+    cfg = get_config("icebreaker").accel_config()
+    fields = dataclasses.asdict(cfg)
+    rtl_dev = Device(VerilatorTransport(build_byte_model("accelerator", lambda: Accelerator(**fields), fields)),
+                     timeout=600)
+    emu_dev = _device(**{k: v for k, v in cfg.info().items() if k != "version"})
+    assert rtl_dev.info() == emu_dev.info()
+    prog = compile_model(g.int_model, rtl_dev.info())
+    assert prog.summary()["by_kind"].get("attention", 0) == 0
+    x = _clips(g, 1)
+    got = run(prog, x, rtl_dev, progress=False)
+    rtl_dev.close()
+    emu = run(prog, x, emu_dev, progress=False)
+    assert torch.equal(got.logits, g.int_model(x))
+    keys = [k for k in emu.layers[0].counters if k.endswith(("_busy", "_spikes", "_acc_ops"))]
+    for a, e in zip(got.layers, emu.layers, strict=True):
+        assert {k: a.counters[k] for k in keys} == {k: e.counters[k] for k in keys}, a.name
+        assert a.link == e.link, a.name
 
 
 def test_cli_run_verilator():
