@@ -128,16 +128,15 @@ def tool_versions() -> dict[str, str]:
 
 
 def git_commit() -> str:
-    """``HEAD`` (``-dirty`` with uncommitted changes under ``rtl/`` or ``bitstreams/``, the reports aside);
+    """``HEAD`` (``-dirty`` with uncommitted changes to the Python sources of ``rtl/`` or ``bitstreams/``);
     ``SPIKEVID_COMMIT`` overrides it (a build from an exported tree)."""
     if os.environ.get("SPIKEVID_COMMIT"):
         return os.environ["SPIKEVID_COMMIT"]
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
                              timeout=30).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "rtl", "bitstreams",
-                                ":(exclude)bitstreams/reports"], cwd=REPO_ROOT, capture_output=True, text=True,
-                               timeout=30).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "rtl/*.py", "bitstreams/*.py"],
+                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=30).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return rev + ("-dirty" if dirty else "") if rev else "unknown"
