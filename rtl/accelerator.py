@@ -43,10 +43,10 @@ from rtl.attention import OP_CONFIG as ATT_CONFIG
 from rtl.attention import OP_KV as ATT_KV
 from rtl.attention import OP_Q as ATT_Q
 from rtl.attention import AttentionEngine
-from rtl.requant_lif import CHAN_PARAM_LAYOUT
+from rtl.counters import EventCounters
 from rtl.spike_accum import OP_CONFIG as LIN_CONFIG
 from rtl.spike_accum import OP_TOKEN as LIN_TOKEN
-from rtl.spike_accum import SpikeAccumulator
+from rtl.spike_accum import SpikeAccumulator, thermometer
 
 __all__ = [
     "VERSION", "SYNC_HOST", "SYNC_DEVICE", "HEAD_BYTES",
@@ -437,8 +437,12 @@ class Accelerator(wiring.Component):
         wm_wr, wm_rd = wmm.write_port(), wmm.read_port()
         m.submodules.param_marks = pmm = Memory(shape=1, depth=PC, init=[])
         pm_wr, pm_rd = pmm.write_port(), pmm.read_port()
-        m.submodules.params = prm = Memory(shape=CHAN_PARAM_LAYOUT, depth=PC, init=[])
+        # requant parameters: M and S are read at the pipeline's first stage, B three stages later (its own
+        # memory, so B is not carried through registers)
+        m.submodules.params_ms = prm = Memory(shape=data.StructLayout({"m": signed(16), "s": 6}), depth=PC, init=[])
         prm_wr, prm_rd = prm.write_port(), prm.read_port()
+        m.submodules.params_b = prb = Memory(shape=signed(32), depth=PC, init=[])
+        prb_wr, prb_rd = prb.write_port(), prb.read_port()
         m.submodules.membranes = vm = Memory(shape=data.ArrayLayout(signed(16), P), depth=MR, init=[])
         v_wr, v_rd = vm.write_port(granularity=1), vm.read_port()
 
@@ -499,38 +503,31 @@ class Accelerator(wiring.Component):
         mul_p = Signal(50)
         m.d.sync += mul_p.eq(mul_a * mul_b)
 
-        # ---- counters ----------------------------------------------------------------------------------
-        cnt = {name: Signal(32, name=f"cnt_{name}") for name in
-               ("frames", "errors", "garbage_bytes", "bytes_in", "bytes_out", "linear_starved", "linear_blocked",
-                "attention_starved", "attention_blocked", "requant_lif_busy")}
+        # ---- counters: COUNTER_NAMES in a memory (rtl.counters), the events of each cycle -----------------
+        ev_frame, ev_error = Signal(), Signal()
+        ev_bytes_out = Signal(range(_OVERHEAD + MP + 1))
+        rl_inc = Signal()                                    # a requant / LIF beat this cycle
+        lin_run, att_run = Signal(), Signal()                # the engine runs an op of this accelerator
+        lev = lin.events
+        aev = att.events if att is not None else None
+        zero = C(0, 1)
+        events = [                                           # (increment, its largest value), COUNTER_NAMES order
+            (ev_frame, 1), (ev_error, 1), (rcv.garbage, 1), (rcv.byte_in, 1), (ev_bytes_out, _OVERHEAD + MP),
+            (lev.busy, 1), (lin_run & lev.starved, 1), (lin_run & lev.blocked, 1), (lev.spikes, 1),
+            (lev.acc_ops, P),
+        ]
+        if aev is not None:
+            events += [(aev.busy, 1), (att_run & aev.starved, 1), (att_run & aev.blocked, 1), (aev.spikes, DM),
+                       (aev.acc_ops, PA)]
+        else:
+            events += [(zero, 0)] * 5
+        events.append((rl_inc, 1))
+        m.submodules.counters = ctr = EventCounters([mx for _, mx in events])
+        m.d.comb += [ctr.inc[k].eq(inc) for k, (inc, _) in enumerate(events)]
         clr = Signal()                                       # CLEAR_COUNTERS / RESET
-        m.d.comb += lin.counters_clear.eq(clr)
+        m.d.comb += [ctr.clear.eq(clr), lin.counters_clear.eq(clr)]
         if att is not None:
             m.d.comb += att.counters_clear.eq(clr)
-        no_count = C(0, 32)
-        att_st = att.status if att is not None else None
-        m.d.sync += [cnt["bytes_in"].eq(cnt["bytes_in"] + rcv.byte_in),
-                     cnt["garbage_bytes"].eq(cnt["garbage_bytes"] + rcv.garbage)]
-        counters = [cnt["frames"], cnt["errors"], cnt["garbage_bytes"], cnt["bytes_in"], cnt["bytes_out"],
-                    lin.status.busy_cycles, cnt["linear_starved"], cnt["linear_blocked"], lin.status.spikes,
-                    lin.status.acc_ops, att_st.busy_cycles if att_st else no_count, cnt["attention_starved"],
-                    cnt["attention_blocked"], att_st.spikes if att_st else no_count,
-                    att_st.acc_ops if att_st else no_count, cnt["requant_lif_busy"]]
-        rl_inc = Signal(2)                                   # requant / LIF beats this cycle
-        m.d.sync += cnt["requant_lif_busy"].eq(cnt["requant_lif_busy"] + rl_inc)
-        # starved / blocked: the engines' counters advance by at most 1 per cycle, so bit 0 flipping marks
-        # a counted cycle; only those while the engine runs an op of this accelerator are reported
-        lin_run, att_run = Signal(), Signal()
-        for eng, run, pre in ((lin, lin_run, "linear"), (att, att_run, "attention"))[:2 if att is not None else 1]:
-            for kind in ("starved", "blocked"):
-                src = getattr(eng.status, f"{kind}_cycles")[0]
-                prev = Signal(name=f"{pre}_{kind}_prev")
-                m.d.sync += prev.eq(src)
-                with m.If(run):
-                    m.d.sync += cnt[f"{pre}_{kind}"].eq(cnt[f"{pre}_{kind}"] + (src ^ prev))
-                with m.If(clr):
-                    m.d.sync += prev.eq(0)
-        counters_flat = Cat(*counters)
 
         # ---- back end: engine beats -> values -> requant -> bytes in the response buffer ------------
         W = max(lin.acc_w, att.out_w if att is not None else 0)
@@ -577,7 +574,8 @@ class Accelerator(wiring.Component):
         q1_acc = Signal(signed(W))
         q2_prod = Signal(signed(W + 16))                     # acc * M, M an i16
         q2_s = Signal(6)
-        q2_b, q3_b, q4_b = Signal(signed(32)), Signal(signed(32)), Signal(signed(32))
+        chan_w = max(1, (PC - 1).bit_length())
+        q1_chan, q2_chan, q3_chan = (Signal(chan_w, name=f"q{i}_chan") for i in range(1, 4))   # B's address
         q3_t = Signal(signed(W + 16))                        # (acc * M) >> (S - 1)
         q4_sh = Signal(signed(W + 16))                       # (... + 1) >> 1
         q5_y = Signal(signed(max(W + 16, 32) + 1))           # ... + B
@@ -588,7 +586,7 @@ class Accelerator(wiring.Component):
         ce = Signal()
         it_take = Signal()
         m.d.comb += [ce.eq(~q6_valid | (wn <= 1)), it_take.eq(be_valid & ce)]
-        m.d.comb += [prm_rd.addr.eq(be_chan), prm_rd.en.eq(ce)]
+        m.d.comb += [prm_rd.addr.eq(be_chan), prm_rd.en.eq(ce), prb_rd.addr.eq(q3_chan), prb_rd.en.eq(ce)]
         with m.If(it_take):
             with m.If(be_prefix):
                 m.d.sync += be_prefix.eq(0)
@@ -598,15 +596,15 @@ class Accelerator(wiring.Component):
                 with m.If((be_lane == P - 1) | (be_rem == 1)):
                     m.d.sync += be_valid.eq(0)
         with m.If(ce):
-            m.d.sync += [q1_valid.eq(it_take), q1_raw.eq(be_prefix), q1_acc.eq(be_data[0]), q1_rawd.eq(be_raw)]
+            m.d.sync += [q1_valid.eq(it_take), q1_raw.eq(be_prefix), q1_acc.eq(be_data[0]), q1_rawd.eq(be_raw),
+                         q1_chan.eq(be_chan)]
             pr = prm_rd.data
-            m.d.sync += [q2_valid.eq(q1_valid), q2_raw.eq(q1_raw), q2_rawd.eq(q1_rawd),
-                         q2_prod.eq(q1_acc * pr.m), q2_s.eq(pr.s), q2_b.eq(pr.b)]
-            m.d.sync += [q3_valid.eq(q2_valid), q3_raw.eq(q2_raw), q3_rawd.eq(q2_rawd),
-                         q3_t.eq(q2_prod >> (q2_s - 1)[:6]), q3_b.eq(q2_b)]
-            m.d.sync += [q4_valid.eq(q3_valid), q4_raw.eq(q3_raw), q4_rawd.eq(q3_rawd), q4_sh.eq((q3_t + 1) >> 1),
-                         q4_b.eq(q3_b)]
-            m.d.sync += [q5_valid.eq(q4_valid), q5_raw.eq(q4_raw), q5_rawd.eq(q4_rawd), q5_y.eq(q4_sh + q4_b)]
+            m.d.sync += [q2_valid.eq(q1_valid), q2_raw.eq(q1_raw), q2_rawd.eq(q1_rawd), q2_chan.eq(q1_chan),
+                         q2_prod.eq(q1_acc * pr.m), q2_s.eq(pr.s)]
+            m.d.sync += [q3_valid.eq(q2_valid), q3_raw.eq(q2_raw), q3_rawd.eq(q2_rawd), q3_chan.eq(q2_chan),
+                         q3_t.eq(q2_prod >> (q2_s - 1)[:6])]
+            m.d.sync += [q4_valid.eq(q3_valid), q4_raw.eq(q3_raw), q4_rawd.eq(q3_rawd), q4_sh.eq((q3_t + 1) >> 1)]
+            m.d.sync += [q5_valid.eq(q4_valid), q5_raw.eq(q4_raw), q5_rawd.eq(q4_rawd), q5_y.eq(q4_sh + prb_rd.data)]
             sat_y = Mux(be_ob_sel == 2, _sat(q5_y, 32), Mux(be_ob_sel == 1, _sat(q5_y, 16), _sat(q5_y, 8)))
             m.d.sync += [q6_valid.eq(q5_valid), q6_y.eq(Mux(q5_raw, q5_rawd, sat_y[:32])),
                          q6_n.eq(Mux(q5_raw, 3, C(1, 3) << be_ob_sel))]
@@ -654,6 +652,7 @@ class Accelerator(wiring.Component):
         n_sweep = max(R, PC, MR)
         fi = Signal(range(64))                               # INFO / COUNTERS byte index
         fill_counters = Signal()
+        snap = Signal(24)                                    # the upper bytes of the counter being sent
         info_rom = Array([C(b, 8) for b in self.info_bytes()])
         i_cnt = Signal(17)                                   # rows / records / tokens
         j_cnt = Signal(14)                                   # bytes within a row / token / bitmap
@@ -723,7 +722,8 @@ class Accelerator(wiring.Component):
 
             with m.State("IDLE"):
                 with m.If(rcv.job_valid & ~txu.busy):
-                    m.d.sync += [cnt["frames"].eq(cnt["frames"] + 1), optr.eq(0), status.eq(OK),
+                    m.d.comb += ev_frame.eq(1)
+                    m.d.sync += [optr.eq(0), status.eq(OK),
                                  be_att.eq((rcv.opcode == OP_ATTENTION) & (att is not None)),
                                  # the first product of the op's checks (used in LIN1 / LIF1)
                                  mul_a.eq(Mux(rcv.opcode == OP_LIF, f_tokens, l_tokens)),
@@ -755,23 +755,27 @@ class Accelerator(wiring.Component):
             with m.State("RESPOND"):
                 m.d.comb += [txu.start.eq(1), txu.opcode.eq(rcv.opcode), txu.tag.eq(rcv.tag),
                              txu.status.eq(status), txu.length.eq(optr), rcv.job_done.eq(1)]
-                m.d.sync += [cnt["errors"].eq(cnt["errors"] + (status != OK)),
-                             cnt["bytes_out"].eq(cnt["bytes_out"] + _OVERHEAD + optr)]
+                m.d.comb += [ev_error.eq(status != OK), ev_bytes_out.eq(_OVERHEAD + optr)]
                 m.next = "IDLE"
 
             # -- INFO / COUNTERS: fill the response buffer -------------------------------------------------
+            # (a counter is read with a strobe the cycle before its first byte: the COUNTERS state for
+            # counter 0, the fourth byte of counter k for counter k + 1; snap holds its upper bytes)
             for state, flag in (("INFO", 0), ("COUNTERS", 1)):
                 with m.State(state):
                     with m.If(L != 0):
                         fail(ERR_LENGTH)
                     with m.Else():
+                        m.d.comb += [ctr.rd_strobe.eq(flag), ctr.rd_index.eq(0)]
                         m.d.sync += [fi.eq(0), fill_counters.eq(flag)]
                         m.next = "FILL"
             with m.State("FILL"):
                 last = Mux(fill_counters, 4 * len(COUNTER_NAMES) - 1, len(self.info_bytes()) - 1)
-                m.d.comb += [put.eq(1), put_data.eq(Mux(fill_counters, counters_flat.word_select(fi, 8),
-                                                        info_rom[fi[:5]]))]
-                m.d.sync += fi.eq(fi + 1)
+                first_byte = fi[:2] == 0
+                m.d.comb += [put.eq(1), put_data.eq(Mux(fill_counters, Mux(first_byte, ctr.rd_value[:8], snap[:8]),
+                                                        info_rom[fi[:5]])),
+                             ctr.rd_strobe.eq(fill_counters & (fi[:2] == 3)), ctr.rd_index.eq(fi[2:] + 1)]
+                m.d.sync += [fi.eq(fi + 1), snap.eq(Mux(first_byte, ctr.rd_value[8:], snap[8:]))]
                 with m.If(fi == last):
                     m.next = "RESPOND"
 
@@ -795,8 +799,9 @@ class Accelerator(wiring.Component):
                 leak, shift, theta = hf(0, 2), hf(2, 1), hf(3, 2)
                 with m.If(L != _WL_LEN):
                     fail(ERR_LENGTH)
-                with m.Elif((shift < 1) | (shift > 15) | (leak == 0) | (leak > (C(1, 17) << shift[:4]))
-                            | theta[15] | (theta == 0)):
+                # leak > 2**shift  <=>  leak - 1 has a bit at or above `shift` (leak = 0 wraps: fails too)
+                leak_high = ((leak - 1)[:16] & ~thermometer(shift[:4], 16)).any()
+                with m.Elif((shift < 1) | (shift > 15) | (leak == 0) | leak_high | theta[15] | (theta == 0)):
                     fail(ERR_RANGE)
                 with m.Else():
                     m.d.sync += [lif_leak.eq(leak), lif_shift.eq(shift), lif_theta.eq(theta), lif_written.eq(1)]
@@ -867,7 +872,7 @@ class Accelerator(wiring.Component):
             with m.State("WP_WRITE"):
                 paddr = (hf(0, 2) + i_cnt)[:16]
                 m.d.comb += [prm_wr.addr.eq(paddr), prm_wr.data.m.eq(rec[0:16]), prm_wr.data.s.eq(rec[16:22]),
-                             prm_wr.data.b.eq(rec[24:56]), prm_wr.en.eq(1),
+                             prm_wr.en.eq(1), prb_wr.addr.eq(paddr), prb_wr.data.eq(rec[24:56]), prb_wr.en.eq(1),
                              pm_wr.addr.eq(paddr), pm_wr.data.eq(1), pm_wr.en.eq(1)]
                 m.d.sync += i_cnt.eq(i_cnt + 1)
                 with m.If(i_cnt == n_rec - 1):
@@ -1191,8 +1196,4 @@ class Accelerator(wiring.Component):
         m.d.comb += [ob_wr.addr.eq(optr), ob_wr.data.eq(put_data), ob_wr.en.eq(put)]
         with m.If(put):
             m.d.sync += optr.eq(optr + 1)
-
-        # counters clear last: it wins over the increments of the same cycle
-        with m.If(clr):
-            m.d.sync += [c.eq(0) for c in cnt.values()]
         return m

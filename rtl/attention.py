@@ -45,6 +45,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from rtl.counters import events_signature
+
 __all__ = [
     "OP_CONFIG", "OP_KV", "OP_Q", "OP_STATUS_CLEAR", "MODE_DOT", "MODE_HAMMING",
     "ERR_NONE", "ERR_COUNT", "ERR_HEAD", "ERR_DIM", "ERR_NO_WINDOW", "ERR_BITS", "COUNTER_W",
@@ -186,6 +188,7 @@ class AttentionEngine(wiring.Component):
             "cmd": In(stream.Signature(cmd_layout(dim_max))),
             "out": Out(stream.Signature(out_layout(dim_max, lanes, max_tokens))),
             "status": Out(status_signature()),
+            "events": Out(events_signature(dim_max, lanes)),
             "counters_clear": In(1),
         })
 
@@ -471,24 +474,20 @@ class AttentionEngine(wiring.Component):
             st.error_code.eq(error_code),
             st.busy.eq(a_pend | b_valid | self.out.valid | skid_valid),
         ]
-        busy_now = Signal(1)
-        starved_now = Signal(1)
-        m.d.comb += [
-            busy_now.eq(~stall & (a_pend | take)),
-            starved_now.eq(~stall & ~a_pend & ~self.cmd.valid),
-        ]
         counters = [st.busy_cycles, st.starved_cycles, st.blocked_cycles, st.spikes, st.acc_ops]
         s_valid = Signal(1)                    # spikes: popcount(k) / popcount(q) one cycle after acceptance
         m.d.sync += s_valid.eq(((accept_kv & ~pair) | (accept_q & ~const_q)) & ~self.counters_clear)
+        ev = self.events
+        m.d.comb += [
+            ev.busy.eq(~stall & (a_pend | take)),
+            ev.starved.eq(~stall & ~a_pend & ~self.cmd.valid),
+            ev.blocked.eq(stall),
+            ev.acc_ops.eq(Mux(issue & cur_nz, P, 0)),
+            ev.spikes.eq(Mux(s_valid, u_pc, 0)),
+        ]
         with m.If(self.counters_clear):
             m.d.sync += [c.eq(0) for c in counters]
         with m.Else():
-            m.d.sync += [
-                st.busy_cycles.eq(st.busy_cycles + busy_now),
-                st.starved_cycles.eq(st.starved_cycles + starved_now),
-                st.blocked_cycles.eq(st.blocked_cycles + stall),
-                st.acc_ops.eq(st.acc_ops + Mux(issue & cur_nz, P, 0)),
-            ]
-            with m.If(s_valid):
-                m.d.sync += st.spikes.eq(st.spikes + u_pc)
+            m.d.sync += [c.eq(c + e) for c, e in zip(counters, (ev.busy, ev.starved, ev.blocked, ev.spikes,
+                                                                 ev.acc_ops), strict=True)]
         return m

@@ -52,6 +52,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from rtl.attention import find_first_set, popcount
+from rtl.counters import events_signature
 
 __all__ = [
     "OP_CONFIG", "OP_TOKEN", "OP_STATUS_CLEAR",
@@ -182,6 +183,7 @@ class SpikeAccumulator(wiring.Component):
             "wload": In(stream.Signature(wload_layout(lanes))),
             "out": Out(stream.Signature(out_layout(lanes, weight_rows, acc_w))),
             "status": Out(status_signature()),
+            "events": Out(events_signature(1, lanes)),
             "counters_clear": In(1),
         })
 
@@ -331,8 +333,8 @@ class SpikeAccumulator(wiring.Component):
                      new.groups.eq(c_groups), new.glast.eq(c_glast), new.nz.eq(cmd.x.any())]
         for c, (lo, hi) in enumerate(chunks):
             word = cmd.x[lo:hi]
-            m.d.comb += [new.cnt[c].eq(popcount(word)), new.any[c].eq(word.any()),
-                         new.two[c].eq((word & (word - 1)).any())]
+            pc = popcount(word)
+            m.d.comb += [new.cnt[c].eq(pc), new.any[c].eq(word.any()), new.two[c].eq(pc[1:].any())]
 
         deq = Signal(1)
         with m.Switch(Cat(deq, take)):
@@ -450,21 +452,18 @@ class SpikeAccumulator(wiring.Component):
             st.busy.eq((f_count != 0) | a_pend | s1["valid"] | s2["valid"] | s3["valid"] | self.out.valid
                        | skid_valid),
         ]
-        busy_now = Signal(1)
-        starved_now = Signal(1)
+        ev = self.events
         m.d.comb += [
-            busy_now.eq(~stall & a_pend),
-            starved_now.eq(~stall & ~a_pend),
+            ev.busy.eq(~stall & a_pend),
+            ev.starved.eq(~stall & ~a_pend),
+            ev.blocked.eq(stall),
+            ev.acc_ops.eq(Mux(step & a.nz, P, 0)),
+            ev.spikes.eq(step & a.nz & a_g0),
         ]
         counters = [st.busy_cycles, st.starved_cycles, st.blocked_cycles, st.spikes, st.acc_ops]
         with m.If(self.counters_clear):
             m.d.sync += [c.eq(0) for c in counters]
         with m.Else():
-            m.d.sync += [
-                st.busy_cycles.eq(st.busy_cycles + busy_now),
-                st.starved_cycles.eq(st.starved_cycles + starved_now),
-                st.blocked_cycles.eq(st.blocked_cycles + stall),
-                st.acc_ops.eq(st.acc_ops + Mux(step & a.nz, P, 0)),
-                st.spikes.eq(st.spikes + (step & a.nz & a_g0)),
-            ]
+            m.d.sync += [c.eq(c + e) for c, e in zip(counters, (ev.busy, ev.starved, ev.blocked, ev.spikes,
+                                                                 ev.acc_ops), strict=True)]
         return m
