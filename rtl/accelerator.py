@@ -34,7 +34,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, fields
 
-from amaranth.hdl import Array, C, Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Array, C, Cat, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -499,9 +499,23 @@ class Accelerator(wiring.Component):
         fb_byte = fb_rd.data
 
         # ---- shared multiplier: operand registers set two states before the product is used ------------
-        mul_a, mul_b = Signal(33), Signal(17)
-        mul_p = Signal(50)
+        # every check compares a size with a limit of at most LIM, so operands are clamped to K bits
+        # (2**K - 1 > LIM): a clamped operand makes the product (or sum) exceed LIM exactly when the true
+        # one does (the other operand 0 gives 0 both ways), and values that pass the checks are exact
+        LIM = max(MP, R, PC, MR)
+        K = (LIM + 1).bit_length()
+
+        def clamp(x):
+            """``x`` (unsigned) if it fits ``K`` bits, else ``2**K - 1``."""
+            x = Value.cast(x)
+            return x if len(x) <= K else Mux(x[K:].any(), (1 << K) - 1, x[:K])
+
+        mul_a, mul_b = Signal(K), Signal(K)
+        mul_p = Signal(2 * K)
         m.d.sync += mul_p.eq(mul_a * mul_b)
+
+        def mul_load(a, b):
+            return [mul_a.eq(clamp(a)), mul_b.eq(clamp(b))]
 
         # ---- counters: COUNTER_NAMES in a memory (rtl.counters), the events of each cycle -----------------
         ev_frame, ev_error = Signal(), Signal()
@@ -671,9 +685,9 @@ class Accelerator(wiring.Component):
         chk_two = Signal()
         chk_b = Signal(17)
         nxt = Signal(17)
-        scan_end = Signal(33)
-        pm_end = Signal(18)                                  # last parameter mark to scan (registered)
-        lin_rows = Signal(33)
+        scan_end = Signal(K + 1)
+        pm_end = Signal(K + 1)                               # last parameter mark to scan (registered)
+        lin_rows = Signal(2 * K)
 
         # engine commands come from registers only (valid and payload): the engines' acceptance logic is
         # long, none of the executor's decoding is added in front of it
@@ -726,8 +740,8 @@ class Accelerator(wiring.Component):
                     m.d.sync += [optr.eq(0), status.eq(OK),
                                  be_att.eq((rcv.opcode == OP_ATTENTION) & (att is not None)),
                                  # the first product of the op's checks (used in LIN1 / LIF1)
-                                 mul_a.eq(Mux(rcv.opcode == OP_LIF, f_tokens, l_tokens)),
-                                 mul_b.eq(Mux(rcv.opcode == OP_LIF, f_ch, l_B))]
+                                 *mul_load(Mux(rcv.opcode == OP_LIF, f_tokens, l_tokens),
+                                           Mux(rcv.opcode == OP_LIF, f_ch, l_B))]
                     with m.Switch(rcv.job_kind):
                         with m.Case(JOB_OVERSIZE):
                             fail(ERR_LENGTH)
@@ -813,7 +827,7 @@ class Accelerator(wiring.Component):
                 body = (L - _WW_HDR)[:16]
                 with m.If((L < _WW_HDR + P) | (body[:LGP] != 0 if LGP else C(0, 1))):
                     fail(ERR_LENGTH)
-                with m.Elif(ww_row + (body >> LGP) > R):
+                with m.Elif(clamp(ww_row) + clamp(body >> LGP) > R):
                     fail(ERR_RANGE)
                 with m.Else():
                     m.d.comb += rp_next.eq(_WW_HDR)
@@ -857,7 +871,7 @@ class Accelerator(wiring.Component):
             with m.State("WP_CHECK"):
                 with m.If(wp_pos != L):
                     fail(ERR_LENGTH)
-                with m.Elif((hf(0, 2) + n_rec > PC) | bad):
+                with m.Elif((clamp(hf(0, 2)) + clamp(n_rec) > PC) | bad):
                     fail(ERR_RANGE)
                 with m.Else():
                     m.d.comb += rp_next.eq(_WP_HDR)
@@ -882,13 +896,13 @@ class Accelerator(wiring.Component):
 
             # -- LINEAR: checks ------------------------------------------------------------------------------
             with m.State("LIN0"):
-                m.d.sync += [mul_a.eq(l_cin), mul_b.eq(l_G)]               # for LIN2
+                m.d.sync += mul_load(l_cin, l_G)                           # for LIN2
                 with m.If(L < _LIN_HDR):
                     fail(ERR_LENGTH)
                 with m.Else():
                     m.next = "LIN1"
             with m.State("LIN1"):                                       # mul_p = tokens * B
-                m.d.sync += [mul_a.eq(l_tokens), mul_b.eq(l_cout)]          # for LIN3
+                m.d.sync += mul_load(l_tokens, l_cout)                 # for LIN3
                 with m.If(L != _LIN_HDR + mul_p):
                     fail(ERR_LENGTH)
                 with m.Elif((l_cin == 0) | (l_cin > self.in_max) | (l_cout == 0) | ~l_ob_ok):
@@ -897,12 +911,12 @@ class Accelerator(wiring.Component):
                     m.next = "LIN2"
             with m.State("LIN2"):                                       # mul_p = c_in * G
                 m.d.sync += lin_rows.eq(mul_p)
-                with m.If((l_wbase + mul_p > R) | (l_pbase + l_cout > PC)):
+                with m.If((clamp(l_wbase) + clamp(mul_p) > R) | (clamp(l_pbase) + clamp(l_cout) > PC)):
                     fail(ERR_RANGE)
                 with m.Else():
                     m.next = "LIN3"
             with m.State("LIN3"):                                       # mul_p = tokens * c_out
-                m.d.sync += [scan_end.eq(l_wbase + lin_rows - 1), pm_end.eq(l_pbase + l_cout - 1)]
+                m.d.sync += [scan_end.eq(l_wbase[:K] + lin_rows[:K] - 1), pm_end.eq(l_pbase[:K] + l_cout[:K] - 1)]
                 with m.If((mul_p << l_ob_sel) + 1 > MP):
                     fail(ERR_RANGE)
                 with m.Elif((l_pad != 0) & (l_tokens != 0)):
@@ -973,13 +987,13 @@ class Accelerator(wiring.Component):
 
             # -- LIF -------------------------------------------------------------------------------------------
             with m.State("LIF0"):
-                m.d.sync += [mul_a.eq(f_neuron + f_tokens), mul_b.eq(f_gc)]  # for LIF2
+                m.d.sync += mul_load(clamp(f_neuron) + clamp(f_tokens), f_gc)  # for LIF2
                 with m.If(L < _LIF_HDR):
                     fail(ERR_LENGTH)
                 with m.Else():
                     m.next = "LIF1"
             with m.State("LIF1"):                                       # mul_p = tokens * channels
-                m.d.sync += [mul_a.eq(f_tokens), mul_b.eq(ceil_div(f_ch, 3))]  # for LIF3
+                m.d.sync += mul_load(f_tokens, ceil_div(f_ch, 3))               # for LIF3
                 with m.If(L != _LIF_HDR + (mul_p << 1)):
                     fail(ERR_LENGTH)
                 with m.Elif((f_ch == 0) | (f_first > 1)):
@@ -987,7 +1001,7 @@ class Accelerator(wiring.Component):
                 with m.Else():
                     m.next = "LIF2"
             with m.State("LIF2"):                                       # mul_p = (neuron + tokens) * gc
-                m.d.sync += [mul_a.eq(f_neuron), mul_b.eq(f_gc)]            # for LIF4
+                m.d.sync += mul_load(f_neuron, f_gc)                            # for LIF4
                 with m.If(mul_p > MR):
                     fail(ERR_RANGE)
                 with m.Else():
@@ -1054,7 +1068,7 @@ class Accelerator(wiring.Component):
                         m.next = "AW_TYPE"
                 with m.State("AW_TYPE"):                                    # fb_byte = a command's type at rp
                     with m.If(rp == L):
-                        m.d.sync += [mul_a.eq(n_rec), mul_b.eq(3 + (a_dim << a_ob_sel))]   # for AW_FIT
+                        m.d.sync += mul_load(n_rec, 3 + (a_dim << a_ob_sel))              # for AW_FIT
                         m.next = "AW_END"
                     with m.Else():
                         m.d.sync += att_kind.eq(fb_byte)                    # registered: the decision below
