@@ -328,7 +328,9 @@ class AcceleratorConfig:
     engine (the iCE40 configuration): INFO says so, ATTENTION is answered ``ERR_OPCODE``, and the driver
     runs attention layers on the host. ``max_payload`` the largest frame payload
     both ways (the size of the frame and response buffers); ``clock_hz`` what INFO reports;
-    ``frame_timeout`` the cycles without a byte inside a frame before ``ERR_TRUNCATED``.
+    ``frame_timeout`` the cycles without a byte inside a frame before ``ERR_TRUNCATED``;
+    ``linear_queue`` the spike-accumulate engine's command queue depth (1 or 2, its ``queue_depth``;
+    not visible to the host but in elapsed cycles).
     """
 
     lanes: int = 16
@@ -341,6 +343,7 @@ class AcceleratorConfig:
     max_payload: int = 1024
     clock_hz: int = 100_000_000
     frame_timeout: int = 1_000_000
+    linear_queue: int = 2
 
     def __post_init__(self) -> None:
         lanes = self.lanes
@@ -368,6 +371,8 @@ class AcceleratorConfig:
             raise ValueError(f"clock_hz must fit u32, got {self.clock_hz}")
         if self.frame_timeout < 2:
             raise ValueError(f"frame_timeout must be >= 2, got {self.frame_timeout}")
+        if self.linear_queue not in (1, 2):
+            raise ValueError(f"linear_queue must be 1 or 2, got {self.linear_queue}")
 
     @property
     def att_lanes(self) -> int:
@@ -421,7 +426,8 @@ class Accelerator(wiring.Component):
         # ---- blocks ---------------------------------------------------------------------------------
         m.submodules.receiver = rcv = FrameReceiver(max_payload=MP, frame_timeout=self.frame_timeout)
         m.submodules.transmitter = txu = FrameTransmitter(depth=MP)
-        m.submodules.linear = lin = SpikeAccumulator(in_max=self.in_max, lanes=P, weight_rows=R)
+        m.submodules.linear = lin = SpikeAccumulator(in_max=self.in_max, lanes=P, weight_rows=R,
+                                                     queue_depth=self.linear_queue)
         PA = self.config.att_lanes
         att = None                                           # att_dim_max = 0: no attention engine
         if DM:

@@ -14,8 +14,8 @@ flight reads may be (re)loaded while the engine runs (double buffering).
 Structure (front FIFO F, issue stage S0, index stage S1, address stage S2, accumulate stage S3, output
 register + skid register):
 
-* **F** (2 entries) takes a command from ``cmd`` whenever it is not full (``cmd.ready = ~full``, a
-  register), validates it at once against the configuration registers (error codes, CONFIG,
+* **F** (2 entries; ``queue_depth = 1`` for one) takes a command from ``cmd`` whenever it is not full
+  (``cmd.ready = ~full``, a register), validates it at once against the configuration registers (error codes, CONFIG,
   STATUS_CLEAR: the status is the one of the commands taken so far, as before) and queues one entry per
   command: a TOKEN to issue, with its spikes, per-chunk spike counts and flags and a copy of the layer's
   ``base`` / ``G`` (so a CONFIG taken while earlier tokens are still queued or running changes nothing
@@ -161,9 +161,18 @@ class SpikeAccumulator(wiring.Component):
     acc_w : int, optional
         Accumulator / output lane width (signed); default and minimum :func:`acc_width` ``(in_max)``
         (no partial or final sum can wrap, proof there), at most 32 (``intops`` accumulators are int32).
+    queue_depth : int, optional
+        Entries of the front FIFO F: 2 (default) lets commands follow each other with no gap; 1 saves an
+        entry's registers (about ``C_IN_MAX + 60`` flip-flops) at the cost of up to one idle S0 cycle per
+        command (a command enters F only in the cycle after its predecessor left it). Results and busy
+        cycles are the same; the iCE40 configuration uses 1 (its executor feeds tokens far slower).
     """
 
-    def __init__(self, *, in_max: int = 256, lanes: int = 16, weight_rows: int = 1024, acc_w: int | None = None):
+    def __init__(self, *, in_max: int = 256, lanes: int = 16, weight_rows: int = 1024, acc_w: int | None = None,
+                 queue_depth: int = 2):
+        if queue_depth not in (1, 2):
+            raise ValueError(f"queue_depth must be 1 or 2, got {queue_depth}")
+        self.queue_depth = queue_depth
         if not 1 <= in_max <= IN_MAX_LIMIT:
             raise ValueError(f"in_max must be in 1..{IN_MAX_LIMIT}, got {in_max}")
         if lanes < 1:
@@ -229,8 +238,9 @@ class SpikeAccumulator(wiring.Component):
             "tok": 1, "nz": 1, "x": CM, "cnt": data.ArrayLayout(CW, K), "any": K, "two": K,
             "skip": SKIP_W, "base": range(R), "groups": range(R + 1), "glast": range(R),
         })
-        f_count = Signal(range(3))
-        f_e = [Signal(ent_layout, name=f"f_e{i}") for i in range(2)]
+        QD = self.queue_depth
+        f_count = Signal(range(QD + 1))
+        f_e = [Signal(ent_layout, name=f"f_e{i}") for i in range(QD)]
         new = Signal(ent_layout)
         cmd = self.cmd.payload
 
@@ -279,7 +289,7 @@ class SpikeAccumulator(wiring.Component):
         cfg_prod = Signal(C_IN_W + GROUPS_W)
         m.d.sync += [hold.eq(self.cmd.valid & ~take), cfg_prod.eq(cmd.c_in * cmd.groups)]
         m.d.comb += [
-            self.cmd.ready.eq((f_count != 2) & (hold | (cmd.op != OP_CONFIG))),
+            self.cmd.ready.eq((f_count != QD) & (hold | (cmd.op != OP_CONFIG))),
             take.eq(self.cmd.valid & self.cmd.ready),
         ]
         raise_err = Signal(1)
@@ -337,20 +347,26 @@ class SpikeAccumulator(wiring.Component):
             m.d.comb += [new.cnt[c].eq(pc), new.any[c].eq(word.any()), new.two[c].eq(pc[1:].any())]
 
         deq = Signal(1)
-        with m.Switch(Cat(deq, take)):
-            with m.Case(0b01):                  # dequeue only
-                m.d.sync += [f_e[0].eq(f_e[1]), f_count.eq(f_count - 1)]
-            with m.Case(0b10):                  # enqueue only
-                with m.If(f_count == 0):
-                    m.d.sync += f_e[0].eq(new)
-                with m.Else():
-                    m.d.sync += f_e[1].eq(new)
-                m.d.sync += f_count.eq(f_count + 1)
-            with m.Case(0b11):                  # both
-                with m.If(f_count == 1):
-                    m.d.sync += f_e[0].eq(new)
-                with m.Else():
-                    m.d.sync += [f_e[0].eq(f_e[1]), f_e[1].eq(new)]
+        if QD == 1:                             # take needs f_count = 0, deq f_count = 1: never both
+            with m.If(take):
+                m.d.sync += [f_e[0].eq(new), f_count.eq(1)]
+            with m.Elif(deq):
+                m.d.sync += f_count.eq(0)
+        else:
+            with m.Switch(Cat(deq, take)):
+                with m.Case(0b01):                  # dequeue only
+                    m.d.sync += [f_e[0].eq(f_e[1]), f_count.eq(f_count - 1)]
+                with m.Case(0b10):                  # enqueue only
+                    with m.If(f_count == 0):
+                        m.d.sync += f_e[0].eq(new)
+                    with m.Else():
+                        m.d.sync += f_e[1].eq(new)
+                    m.d.sync += f_count.eq(f_count + 1)
+                with m.Case(0b11):                  # both
+                    with m.If(f_count == 1):
+                        m.d.sync += f_e[0].eq(new)
+                    with m.Else():
+                        m.d.sync += [f_e[0].eq(f_e[1]), f_e[1].eq(new)]
 
         # ---- S0: one step per cycle from registers ------------------------------------------------
         # sel: the lowest chunk with a spike left; the step's index is in that chunk (found in S1)

@@ -106,9 +106,9 @@ class Script:
 
 
 def run(script: Script, *, seed: int, gap: float, backpressure: float, wgap: float | None = None,
-        check_status: bool = True) -> dict:
+        check_status: bool = True, queue_depth: int = 2) -> dict:
     """Simulate ``script``; check every beat, the status after every command / load phase, the counters."""
-    eng = SpikeAccumulator(**script.params)
+    eng = SpikeAccumulator(**script.params, queue_depth=queue_depth)
     ref = script.ref
     top = Module()
     top.submodules.eng = eng
@@ -216,7 +216,8 @@ def test_thermometer_logic():
     sim.run()
 
 
-def test_densities_exact():
+@pytest.mark.parametrize("queue_depth", [2, 1])
+def test_densities_exact(queue_depth):
     """c_out not a multiple of P (partial last group), densities 0 / 0.1 / 0.5 / 1, both encodings."""
     gen = torch.Generator().manual_seed(1)
     s = Script(**SMALL)
@@ -231,7 +232,7 @@ def test_densities_exact():
         popcounts += token_popcounts(encode_tokens(x, compact=bool(i % 2)))
     model = perf.spike_accum_cycles(popcounts, c_out, SMALL["lanes"])
     assert s.ref.busy_cycles == model["busy"] and s.ref.acc_ops == model["acc_ops"]
-    run(s, seed=1, gap=0.3, backpressure=0.4)
+    run(s, seed=1, gap=0.3, backpressure=0.4, queue_depth=queue_depth)
 
 
 def test_extreme_weights_reach_the_width():
@@ -308,7 +309,8 @@ def test_output_bound_backpressure():
     assert res["blocked_cycles"] > 0
 
 
-def test_random_command_mix():
+@pytest.mark.parametrize("queue_depth", [2, 1])
+def test_random_command_mix(queue_depth):
     """A random mix of valid / invalid CONFIGs, tokens, STATUS_CLEARs, reserved ops and weight reloads."""
     rng = random.Random(9)
     gen = torch.Generator().manual_seed(9)
@@ -340,7 +342,7 @@ def test_random_command_mix():
                 c_in = s.ref.c_in if s.ref.state == "open" and rng.random() < 0.9 else C
                 s.cmd({"op": OP_TOKEN, "x": rng.getrandbits(c_in) & rng.getrandbits(c_in), "skip": rng.getrandbits(16)})
     assert len(s.beats) > 100 and s.ref.busy_cycles > 500 and s.ref.error
-    run(s, seed=9, gap=0.3, backpressure=0.5)
+    run(s, seed=9, gap=0.3, backpressure=0.5, queue_depth=queue_depth)
 
 
 def test_cmd_ready_does_not_depend_on_out_ready():
@@ -506,7 +508,7 @@ def test_acc_width_and_parameters():
         assert SpikeAccumulator(in_max=16, lanes=4, weight_rows=64).acc_w == 12
         assert SpikeAccumulator(in_max=16, lanes=4, weight_rows=64, acc_w=32).acc_w == 32
         for bad in ({"in_max": 0}, {"in_max": 1025}, {"lanes": 0}, {"weight_rows": 0}, {"weight_rows": 65537},
-                    {"in_max": 16, "acc_w": 11}, {"acc_w": 33}):
+                    {"in_max": 16, "acc_w": 11}, {"acc_w": 33}, {"queue_depth": 0}, {"queue_depth": 3}):
             with pytest.raises(ValueError):
                 SpikeAccumulator(**bad)
         gc.collect()
