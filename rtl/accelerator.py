@@ -177,7 +177,7 @@ class FrameReceiver(wiring.Component):
         crc_lo = Signal(8)
         len_lo = Signal(8)
         hcnt = Signal(range(6))
-        k = Signal(16)                                  # payload bytes received
+        k = Signal(range(self.max_payload + 1))         # payload bytes received
         idle = Signal(range(self.frame_timeout))        # cycles since the frame's last byte
         crc_next = Signal(16)
         m.d.comb += crc_next.eq(crc16_byte(crc, byte))
@@ -276,8 +276,8 @@ class FrameTransmitter(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         tx = self.tx
-        pos = Signal(17)
-        n = Signal(16)
+        pos = Signal(range(self.depth + 9))
+        n = Signal(range(self.depth + 1))
         op, tag, st = Signal(8), Signal(8), Signal(8)
         crc = Signal(16)
         load = Signal()
@@ -294,7 +294,7 @@ class FrameTransmitter(wiring.Component):
             m.d.comb += byte.eq(crc[:8])
         with m.Else():
             m.d.comb += byte.eq(crc[8:])
-        pos_next = Signal(17)
+        pos_next = Signal.like(pos)
         m.d.comb += [pos_next.eq(Mux(load, pos + 1, pos)), self.rd_addr.eq(pos_next - 7)]
 
         with m.If(tx.ready):
@@ -555,8 +555,8 @@ class Accelerator(wiring.Component):
         be_valid = Signal()
         be_data = Signal(data.ArrayLayout(signed(W), P))
         be_lane = Signal(range(P + 1))
-        be_rem = Signal(17)                                  # values of the current token still to emit
-        be_chan = Signal(17)                                 # their parameter channel
+        be_rem = Signal(range(PC + 1))                       # values of the current token still to emit
+        be_chan = Signal(range(PC + 1))                      # their parameter channel (both within PC: checked)
         be_prefix = Signal()                                 # an ATTENTION record header still to emit
         be_raw = Signal(24)                                  # u16 skip, u8 const
         be_n = Mux(be_att, a_dim, l_cout)
@@ -648,8 +648,8 @@ class Accelerator(wiring.Component):
         lif_theta = Signal(signed(16))
         lif_written = Signal()
         f_lane = Signal(range(P))
-        f_c = Signal(16)                                     # channel within the token
-        f_n = Signal(16)                                     # token
+        f_c = Signal(range(MR * P + 1))                      # channel within the token (gc <= MR: checked)
+        f_n = Signal(range(MP + 1))                          # token (a response byte each)
         f_tok_row = Signal(range(MR + 1))
         f_xlo = Signal(8)
         f_vold = Signal(signed(16))                          # the membrane before the step
@@ -674,10 +674,11 @@ class Accelerator(wiring.Component):
         fill_counters = Signal()
         snap = Signal(24)                                    # the upper bytes of the counter being sent
         info_rom = Array([C(b, 8) for b in self.info_bytes()])
-        i_cnt = Signal(17)                                   # rows / records / tokens
-        j_cnt = Signal(14)                                   # bytes within a row / token / bitmap
-        n_rec = Signal(17)
-        wp_pos = Signal(17)
+        # (the counters below are bounded by the frame: a row, record, token or bitmap has at least a byte)
+        i_cnt = Signal(range(MP + 1))                        # rows / records / tokens
+        j_cnt = Signal(range(max(P, -(-self.in_max // 8), 8) + 1))   # bytes within a row / token / bitmap / record
+        n_rec = Signal(range(MP + 1))
+        wp_pos = Signal(range(MP + 2 * _PARAM_BYTES + 1))
         bad = Signal()
         row_reg = Signal(8 * P)
         rec = Signal(8 * _PARAM_BYTES)
