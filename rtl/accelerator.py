@@ -444,11 +444,13 @@ class Accelerator(wiring.Component):
         m.submodules.param_marks = pmm = Memory(shape=1, depth=PC, init=[])
         pm_wr, pm_rd = pmm.write_port(), pmm.read_port()
         # requant parameters: M and S are read at the pipeline's first stage, B three stages later (its own
-        # memory, so B is not carried through registers)
-        m.submodules.params_ms = prm = Memory(shape=data.StructLayout({"m": signed(16), "s": 6}), depth=PC, init=[])
-        prm_wr, prm_rd = prm.write_port(), prm.read_port()
-        m.submodules.params_b = prb = Memory(shape=signed(32), depth=PC, init=[])
-        prb_wr, prb_rd = prb.write_port(), prb.read_port()
+        # memory, so B is not carried through registers); WRITE_PARAMS writes them a byte per cycle
+        m.submodules.params_m = pmem_m = Memory(shape=16, depth=PC, init=[])
+        prm_m_wr, prm_m_rd = pmem_m.write_port(granularity=8), pmem_m.read_port()
+        m.submodules.params_s = pmem_s = Memory(shape=6, depth=PC, init=[])
+        prm_s_wr, prm_s_rd = pmem_s.write_port(), pmem_s.read_port()
+        m.submodules.params_b = pmem_b = Memory(shape=32, depth=PC, init=[])
+        prb_wr, prb_rd = pmem_b.write_port(granularity=8), pmem_b.read_port()
         m.submodules.membranes = vm = Memory(shape=data.ArrayLayout(signed(16), P), depth=MR, init=[])
         v_wr, v_rd = vm.write_port(granularity=1), vm.read_port()
 
@@ -606,7 +608,8 @@ class Accelerator(wiring.Component):
         ce = Signal()
         it_take = Signal()
         m.d.comb += [ce.eq(~q6_valid | (wn <= 1)), it_take.eq(be_valid & ce)]
-        m.d.comb += [prm_rd.addr.eq(be_chan), prm_rd.en.eq(ce), prb_rd.addr.eq(q3_chan), prb_rd.en.eq(ce)]
+        m.d.comb += [prm_m_rd.addr.eq(be_chan), prm_m_rd.en.eq(ce), prm_s_rd.addr.eq(be_chan), prm_s_rd.en.eq(ce),
+                     prb_rd.addr.eq(q3_chan), prb_rd.en.eq(ce)]
         with m.If(it_take):
             with m.If(be_prefix):
                 m.d.sync += be_prefix.eq(0)
@@ -618,13 +621,13 @@ class Accelerator(wiring.Component):
         with m.If(ce):
             m.d.sync += [q1_valid.eq(it_take), q1_raw.eq(be_prefix), q1_acc.eq(be_data[0]), q1_rawd.eq(be_raw),
                          q1_chan.eq(be_chan)]
-            pr = prm_rd.data
             m.d.sync += [q2_valid.eq(q1_valid), q2_raw.eq(q1_raw), q2_rawd.eq(q1_rawd), q2_chan.eq(q1_chan),
-                         q2_prod.eq(q1_acc * pr.m), q2_s.eq(pr.s)]
+                         q2_prod.eq(q1_acc * prm_m_rd.data.as_signed()), q2_s.eq(prm_s_rd.data)]
             m.d.sync += [q3_valid.eq(q2_valid), q3_raw.eq(q2_raw), q3_rawd.eq(q2_rawd), q3_chan.eq(q2_chan),
                          q3_t.eq(q2_prod >> (q2_s - 1)[:6])]
             m.d.sync += [q4_valid.eq(q3_valid), q4_raw.eq(q3_raw), q4_rawd.eq(q3_rawd), q4_sh.eq((q3_t + 1) >> 1)]
-            m.d.sync += [q5_valid.eq(q4_valid), q5_raw.eq(q4_raw), q5_rawd.eq(q4_rawd), q5_y.eq(q4_sh + prb_rd.data)]
+            m.d.sync += [q5_valid.eq(q4_valid), q5_raw.eq(q4_raw), q5_rawd.eq(q4_rawd),
+                         q5_y.eq(q4_sh + prb_rd.data.as_signed())]
             sat_y = Mux(be_ob_sel == 2, _sat(q5_y, 32), Mux(be_ob_sel == 1, _sat(q5_y, 16), _sat(q5_y, 8)))
             m.d.sync += [q6_valid.eq(q5_valid), q6_y.eq(Mux(q5_raw, q5_rawd, sat_y[:32])),
                          q6_n.eq(Mux(q5_raw, 3, C(1, 3) << be_ob_sel))]
@@ -681,7 +684,6 @@ class Accelerator(wiring.Component):
         wp_pos = Signal(range(MP + 2 * _PARAM_BYTES + 1))
         bad = Signal()
         row_reg = Signal(8 * P)
-        rec = Signal(8 * _PARAM_BYTES)
         tok_x = Signal(8 * -(-self.in_max // 8))
         att_a = Signal(8 * -(-DM // 8))
         att_b = Signal(8 * -(-DM // 8))
@@ -884,22 +886,26 @@ class Accelerator(wiring.Component):
                     m.d.comb += rp_next.eq(_WP_HDR)
                     m.d.sync += [i_cnt.eq(0), j_cnt.eq(0)]
                     m.next = "WP_REC"
-            with m.State("WP_REC"):
-                m.d.sync += [rec.word_select(j_cnt[:3], 8).eq(fb_byte), j_cnt.eq(j_cnt + 1)]
-                m.d.comb += rp_next.eq(rp + 1)
-                with m.If(j_cnt == _PARAM_BYTES - 1):
-                    m.d.sync += j_cnt.eq(0)
-                    m.next = "WP_WRITE"
-            with m.State("WP_WRITE"):
+            with m.State("WP_REC"):                                     # byte j_cnt of record i_cnt
                 paddr = (hf(0, 2) + i_cnt)[:16]
-                m.d.comb += [prm_wr.addr.eq(paddr), prm_wr.data.m.eq(rec[0:16]), prm_wr.data.s.eq(rec[16:22]),
-                             prm_wr.en.eq(1), prb_wr.addr.eq(paddr), prb_wr.data.eq(rec[24:56]), prb_wr.en.eq(1),
-                             pm_wr.addr.eq(paddr), pm_wr.data.eq(1), pm_wr.en.eq(1)]
-                m.d.sync += i_cnt.eq(i_cnt + 1)
-                with m.If(i_cnt == n_rec - 1):
-                    m.next = "RESPOND"
-                with m.Else():
-                    m.next = "WP_REC"
+                m.d.comb += [prm_m_wr.addr.eq(paddr), prm_s_wr.addr.eq(paddr), prb_wr.addr.eq(paddr),
+                             prm_m_wr.data.eq(Cat(fb_byte, fb_byte)), prm_s_wr.data.eq(fb_byte[:6]),
+                             prb_wr.data.eq(Cat(fb_byte, fb_byte, fb_byte, fb_byte)), rp_next.eq(rp + 1)]
+                with m.Switch(j_cnt[:3]):                                # i16 M, u8 S, i32 B, LSB first
+                    for j in range(_PARAM_BYTES):
+                        with m.Case(j):
+                            if j < 2:
+                                m.d.comb += prm_m_wr.en.eq(1 << j)
+                            elif j == 2:
+                                m.d.comb += prm_s_wr.en.eq(1)
+                            else:
+                                m.d.comb += prb_wr.en.eq(1 << (j - 3))
+                m.d.sync += j_cnt.eq(j_cnt + 1)
+                with m.If(j_cnt == _PARAM_BYTES - 1):
+                    m.d.comb += [pm_wr.addr.eq(paddr), pm_wr.data.eq(1), pm_wr.en.eq(1)]
+                    m.d.sync += [j_cnt.eq(0), i_cnt.eq(i_cnt + 1)]
+                    with m.If(i_cnt == n_rec - 1):
+                        m.next = "RESPOND"
 
             # -- LINEAR: checks ------------------------------------------------------------------------------
             with m.State("LIN0"):
