@@ -329,7 +329,7 @@ class AcceleratorConfig:
     runs attention layers on the host. ``max_payload`` the largest frame payload
     both ways (the size of the frame and response buffers); ``clock_hz`` what INFO reports;
     ``frame_timeout`` the cycles without a byte inside a frame before ``ERR_TRUNCATED``;
-    ``linear_queue`` the spike-accumulate engine's command queue depth (1 or 2, its ``queue_depth``;
+    ``linear_queue`` the spike-accumulate engine's command queue depth (0..2, its ``queue_depth``;
     not visible to the host but in elapsed cycles).
     """
 
@@ -371,8 +371,8 @@ class AcceleratorConfig:
             raise ValueError(f"clock_hz must fit u32, got {self.clock_hz}")
         if self.frame_timeout < 2:
             raise ValueError(f"frame_timeout must be >= 2, got {self.frame_timeout}")
-        if self.linear_queue not in (1, 2):
-            raise ValueError(f"linear_queue must be 1 or 2, got {self.linear_queue}")
+        if self.linear_queue not in (0, 1, 2):
+            raise ValueError(f"linear_queue must be 0, 1 or 2, got {self.linear_queue}")
 
     @property
     def att_lanes(self) -> int:

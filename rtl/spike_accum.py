@@ -14,7 +14,7 @@ flight reads may be (re)loaded while the engine runs (double buffering).
 Structure (front FIFO F, issue stage S0, index stage S1, address stage S2, accumulate stage S3, output
 register + skid register):
 
-* **F** (2 entries; ``queue_depth = 1`` for one) takes a command from ``cmd`` whenever it is not full
+* **F** (2 entries; ``queue_depth`` 1 or 0 for fewer) takes a command from ``cmd`` whenever it is not full
   (``cmd.ready = ~full``, a register), validates it at once against the configuration registers (error codes, CONFIG,
   STATUS_CLEAR: the status is the one of the commands taken so far, as before) and queues one entry per
   command: a TOKEN to issue, with its spikes, per-chunk spike counts and flags and a copy of the layer's
@@ -162,16 +162,18 @@ class SpikeAccumulator(wiring.Component):
         Accumulator / output lane width (signed); default and minimum :func:`acc_width` ``(in_max)``
         (no partial or final sum can wrap, proof there), at most 32 (``intops`` accumulators are int32).
     queue_depth : int, optional
-        Entries of the front FIFO F: 2 (default) lets commands follow each other with no gap; 1 saves an
-        entry's registers (about ``C_IN_MAX + 60`` flip-flops) at the cost of up to one idle S0 cycle per
-        command (a command enters F only in the cycle after its predecessor left it). Results and busy
-        cycles are the same; the iCE40 configuration uses 1 (its executor feeds tokens far slower).
+        Entries of the front FIFO F: 2 (default) lets commands follow each other with no gap; each entry
+        less saves its registers (about ``C_IN_MAX + 60`` flip-flops) at the cost of up to one idle S0 cycle
+        per command: with 1, a command enters F only in the cycle after its predecessor left it; with 0
+        there is no F, a command is taken (and validated) straight into S0 once S0 is empty
+        (``cmd.ready = ~busy S0``, still a register). Results and busy cycles are the same; the iCE40
+        configuration uses 0 (its executor needs several cycles per token anyway).
     """
 
     def __init__(self, *, in_max: int = 256, lanes: int = 16, weight_rows: int = 1024, acc_w: int | None = None,
                  queue_depth: int = 2):
-        if queue_depth not in (1, 2):
-            raise ValueError(f"queue_depth must be 1 or 2, got {queue_depth}")
+        if queue_depth not in (0, 1, 2):
+            raise ValueError(f"queue_depth must be 0, 1 or 2, got {queue_depth}")
         self.queue_depth = queue_depth
         if not 1 <= in_max <= IN_MAX_LIMIT:
             raise ValueError(f"in_max must be in 1..{IN_MAX_LIMIT}, got {in_max}")
@@ -239,7 +241,7 @@ class SpikeAccumulator(wiring.Component):
             "skip": SKIP_W, "base": range(R), "groups": range(R + 1), "glast": range(R),
         })
         QD = self.queue_depth
-        f_count = Signal(range(QD + 1))
+        f_count = Signal(range(QD + 1)) if QD else C(0, 1)
         f_e = [Signal(ent_layout, name=f"f_e{i}") for i in range(QD)]
         new = Signal(ent_layout)
         cmd = self.cmd.payload
@@ -289,7 +291,7 @@ class SpikeAccumulator(wiring.Component):
         cfg_prod = Signal(C_IN_W + GROUPS_W)
         m.d.sync += [hold.eq(self.cmd.valid & ~take), cfg_prod.eq(cmd.c_in * cmd.groups)]
         m.d.comb += [
-            self.cmd.ready.eq((f_count != QD) & (hold | (cmd.op != OP_CONFIG))),
+            self.cmd.ready.eq(((f_count != QD) if QD else ~a_pend) & (hold | (cmd.op != OP_CONFIG))),
             take.eq(self.cmd.valid & self.cmd.ready),
         ]
         raise_err = Signal(1)
@@ -347,7 +349,9 @@ class SpikeAccumulator(wiring.Component):
             m.d.comb += [new.cnt[c].eq(pc), new.any[c].eq(word.any()), new.two[c].eq(pc[1:].any())]
 
         deq = Signal(1)
-        if QD == 1:                             # take needs f_count = 0, deq f_count = 1: never both
+        if QD == 0:                             # no queue: a command is taken into S0 (below)
+            pass
+        elif QD == 1:                             # take needs f_count = 0, deq f_count = 1: never both
             with m.If(take):
                 m.d.sync += [f_e[0].eq(new), f_count.eq(1)]
             with m.Elif(deq):
@@ -392,7 +396,7 @@ class SpikeAccumulator(wiring.Component):
             a_done.eq(~a.tok | (i_last & a_glast)),
             deq.eq((~a_pend | a_done) & ~stall & (f_count != 0)),
         ]
-        head = f_e[0]
+        head = f_e[0] if QD else new
 
         def load_entry(e):
             m.d.sync += [a.eq(e), a_mask.eq(e.x), a_cnt.eq(e.cnt), a_any.eq(e.any), a_two.eq(e.two),
@@ -406,8 +410,11 @@ class SpikeAccumulator(wiring.Component):
                 s1_base.eq(a.base), s1_groups.eq(a.groups),
             ]
             with m.If(~a_pend | a_done):
-                m.d.sync += a_pend.eq(f_count != 0)
-                load_entry(head)
+                if QD:
+                    m.d.sync += a_pend.eq(f_count != 0)
+                    load_entry(head)
+                else:                           # the next command enters S0 when taken
+                    m.d.sync += a_pend.eq(0)
             with m.Elif(i_last):                # group done: the mask restarts for the next group
                 m.d.sync += [a_mask.eq(a.x), a_cnt.eq(a.cnt), a_any.eq(a.any), a_two.eq(a.two),
                              a_g.eq(a_g + 1), a_g0.eq(0), a_glast.eq(a_g + 1 == a.glast), a_first.eq(1)]
@@ -418,6 +425,11 @@ class SpikeAccumulator(wiring.Component):
                     with m.If(sel[c]):
                         m.d.sync += [a_mask[lo:hi].eq(mc & (mc - 1)), a_cnt[c].eq(a_cnt[c] - 1),
                                      a_any[c].eq(a_two[c]), a_two[c].eq(a_cnt[c] >= 3)]
+
+        if QD == 0:                             # taken only while S0 is empty (cmd.ready = ~a_pend)
+            with m.If(take):
+                m.d.sync += a_pend.eq(1)
+                load_entry(new)
 
         # ---- S1: index within the chunk ------------------------------------------------------------
         ffs_any, ffs_idx = find_first_set(s1_word)

@@ -216,7 +216,7 @@ def test_thermometer_logic():
     sim.run()
 
 
-@pytest.mark.parametrize("queue_depth", [2, 1])
+@pytest.mark.parametrize("queue_depth", [2, 1, 0])
 def test_densities_exact(queue_depth):
     """c_out not a multiple of P (partial last group), densities 0 / 0.1 / 0.5 / 1, both encodings."""
     gen = torch.Generator().manual_seed(1)
@@ -309,7 +309,7 @@ def test_output_bound_backpressure():
     assert res["blocked_cycles"] > 0
 
 
-@pytest.mark.parametrize("queue_depth", [2, 1])
+@pytest.mark.parametrize("queue_depth", [2, 1, 0])
 def test_random_command_mix(queue_depth):
     """A random mix of valid / invalid CONFIGs, tokens, STATUS_CLEARs, reserved ops and weight reloads."""
     rng = random.Random(9)
@@ -508,7 +508,7 @@ def test_acc_width_and_parameters():
         assert SpikeAccumulator(in_max=16, lanes=4, weight_rows=64).acc_w == 12
         assert SpikeAccumulator(in_max=16, lanes=4, weight_rows=64, acc_w=32).acc_w == 32
         for bad in ({"in_max": 0}, {"in_max": 1025}, {"lanes": 0}, {"weight_rows": 0}, {"weight_rows": 65537},
-                    {"in_max": 16, "acc_w": 11}, {"acc_w": 33}, {"queue_depth": 0}, {"queue_depth": 3}):
+                    {"in_max": 16, "acc_w": 11}, {"acc_w": 33}, {"queue_depth": -1}, {"queue_depth": 3}):
             with pytest.raises(ValueError):
                 SpikeAccumulator(**bad)
         gc.collect()
