@@ -85,10 +85,10 @@ CONFIGS: dict[str, BoardConfig] = {c.name: c for c in (
         description="the smallest ECP5 configuration (P = 8; the CI smoke synthesis)"),
     BoardConfig(
         "icebreaker", "icebreaker", clock_hz=24_000_000, baud=1_000_000,
-        accel={"lanes": 4, "in_max": 64, "weight_rows": 256, "param_channels": 64, "membrane_rows": 128,
+        accel={"lanes": 2, "in_max": 32, "weight_rows": 256, "param_channels": 64, "membrane_rows": 128,
                "att_dim_max": 0, "att_max_tokens": 0, "max_payload": 256, "linear_queue": 0},
-        description="the reduced configuration for the iCE40 UP5K (P = 4, no attention engine: the host runs "
-                    "attention) at 24 MHz, 1 Mbaud"),
+        description="the reduced configuration for the iCE40 UP5K (P = 2, in_max 32, no attention engine: the host "
+                    "runs attention; no spike-accumulate command queue) at 24 MHz, 1 Mbaud"),
 )}
 
 

@@ -654,6 +654,8 @@ class Accelerator(wiring.Component):
         f_c = Signal(range(MR * P + 1))                      # channel within the token (gc <= MR: checked)
         f_n = Signal(range(MP + 1))                          # token (a response byte each)
         f_tok_row = Signal(range(MR + 1))
+        f_row_next = Signal(range(2 * MR + 1))               # f_tok_row + gc, registered in LIF_LO
+        f_last_c = Signal()                                  # f_c is the token's last channel (LIF_LO)
         f_xlo = Signal(8)
         f_vold = Signal(signed(16))                          # the membrane before the step
         f_diff = Signal(signed(17))                          # x - v
@@ -834,12 +836,12 @@ class Accelerator(wiring.Component):
             with m.State("WW"):
                 ww_row = hf(0, 4)
                 body = (L - _WW_HDR)[:16]
+                m.d.comb += rp_next.eq(_WW_HDR)                         # (as in LIN3)
                 with m.If((L < _WW_HDR + P) | (body[:LGP] != 0 if LGP else C(0, 1))):
                     fail(ERR_LENGTH)
                 with m.Elif(clamp(ww_row) + clamp(body >> LGP) > R):
                     fail(ERR_RANGE)
                 with m.Else():
-                    m.d.comb += rp_next.eq(_WW_HDR)
                     m.d.sync += [i_cnt.eq(0), j_cnt.eq(0)]
                     m.next = "WW_ROW"
             with m.State("WW_ROW"):
@@ -863,27 +865,26 @@ class Accelerator(wiring.Component):
 
             # -- WRITE_PARAMS: u16 channel, n x (i16 M, u8 S, i32 B) -----------------------------------------
             with m.State("WP"):
+                m.d.comb += rp_next.eq(_WP_HDR + 2)                     # the first record's S (as in LIN3)
                 with m.If(L < _WP_HDR + _PARAM_BYTES):
                     fail(ERR_LENGTH)
                 with m.Else():
-                    m.d.comb += rp_next.eq(_WP_HDR + 2)                 # the first record's S
                     m.d.sync += [wp_pos.eq(_WP_HDR), n_rec.eq(0), bad.eq(0)]
                     m.next = "WP_WALK"
             with m.State("WP_WALK"):                                    # fb_byte = S of the record at wp_pos
                 new_pos = wp_pos + _PARAM_BYTES
                 m.d.sync += [bad.eq(bad | (fb_byte == 0) | (fb_byte > MAX_SHIFT)), n_rec.eq(n_rec + 1),
                              wp_pos.eq(new_pos)]
-                with m.If(new_pos + _PARAM_BYTES <= L):
-                    m.d.comb += rp_next.eq(new_pos + 2)
-                with m.Else():
+                m.d.comb += rp_next.eq(new_pos + 2)                     # (read past the end: harmless)
+                with m.If(new_pos + _PARAM_BYTES > L):
                     m.next = "WP_CHECK"
             with m.State("WP_CHECK"):
+                m.d.comb += rp_next.eq(_WP_HDR)                         # (as in LIN3)
                 with m.If(wp_pos != L):
                     fail(ERR_LENGTH)
                 with m.Elif((clamp(hf(0, 2)) + clamp(n_rec) > PC) | bad):
                     fail(ERR_RANGE)
                 with m.Else():
-                    m.d.comb += rp_next.eq(_WP_HDR)
                     m.d.sync += [i_cnt.eq(0), j_cnt.eq(0)]
                     m.next = "WP_REC"
             with m.State("WP_REC"):                                     # byte j_cnt of record i_cnt
@@ -930,14 +931,14 @@ class Accelerator(wiring.Component):
                     m.next = "LIN3"
             with m.State("LIN3"):                                       # mul_p = tokens * c_out
                 m.d.sync += [scan_end.eq(l_wbase[:K] + lin_rows[:K] - 1), pm_end.eq(l_pbase[:K] + l_cout[:K] - 1)]
+                # the pointers start whatever the checks say: no compare in front of a memory address
+                m.d.comb += [sp_next.eq(l_wbase), rp_next.eq(_LIN_HDR + l_B - 1)]
                 with m.If((mul_p << l_ob_sel) + 1 > MP):
                     fail(ERR_RANGE)
                 with m.Elif((l_pad != 0) & (l_tokens != 0)):
-                    m.d.comb += rp_next.eq(_LIN_HDR + l_B - 1)
                     m.d.sync += i_cnt.eq(0)
                     m.next = "LIN_PAD"
                 with m.Else():
-                    m.d.comb += sp_next.eq(l_wbase)
                     m.next = "LIN_WM"
             with m.State("LIN_PAD"):                                    # fb_byte = last byte of token i
                 m.d.comb += [rp_next.eq(rp + l_B), sp_next.eq(l_wbase)]   # whatever fb_byte says
@@ -1034,7 +1035,8 @@ class Accelerator(wiring.Component):
                 with m.Else():
                     m.next = "LIF_LO"
             with m.State("LIF_LO"):                                     # membrane row mrow is on the port
-                m.d.sync += [f_xlo.eq(fb_byte), f_vold.eq(Mux(f_first[0], 0, v_rd.data[f_lane]))]
+                m.d.sync += [f_xlo.eq(fb_byte), f_vold.eq(Mux(f_first[0], 0, v_rd.data[f_lane])),
+                             f_last_c.eq(f_c == f_ch - 1), f_row_next.eq(f_tok_row + f_gc)]
                 m.d.comb += rp_next.eq(rp + 1)
                 m.next = "LIF_HI"
             with m.State("LIF_HI"):
@@ -1053,7 +1055,8 @@ class Accelerator(wiring.Component):
                     m.d.comb += v_wr.data[lane].eq(Mux(f_spike, 0, f_v1[:16]))
                 with m.If(f_lane == 0):
                     m.d.comb += rl_inc.eq(1)
-                last_c = f_c == f_ch - 1
+                last_c = f_last_c                                       # (registered: the row address
+                #                                                         below is a mux, no compare or add)
                 with m.If((f_c[:3] == 7) | last_c):
                     m.d.comb += [put.eq(1), put_data.eq(f_sbits)]
                     m.d.sync += f_bits.eq(0)
@@ -1061,8 +1064,8 @@ class Accelerator(wiring.Component):
                     m.d.sync += f_bits.eq(f_sbits)
                 m.next = "LIF_LO"
                 with m.If(last_c):
-                    m.d.sync += [f_c.eq(0), f_n.eq(f_n + 1), f_tok_row.eq(f_tok_row + f_gc)]
-                    m.d.comb += mrow_next.eq(f_tok_row + f_gc)
+                    m.d.sync += [f_c.eq(0), f_n.eq(f_n + 1), f_tok_row.eq(f_row_next)]
+                    m.d.comb += mrow_next.eq(f_row_next)
                     with m.If(f_n == f_tokens - 1):
                         m.next = "RESPOND"
                 with m.Else():
@@ -1073,10 +1076,10 @@ class Accelerator(wiring.Component):
             if att is not None:                                 # the ATTENTION states
                 # -- ATTENTION: walk the command stream (lengths, types, bitmap padding) ------------------------
                 with m.State("ATT0"):
+                    m.d.comb += rp_next.eq(_ATT_HDR)                    # (as in LIN3)
                     with m.If(L < _ATT_HDR):
                         fail(ERR_LENGTH)
                     with m.Else():
-                        m.d.comb += rp_next.eq(_ATT_HDR)
                         m.d.sync += [kvc.eq(0), qseen.eq(0), n_rec.eq(0), bad.eq(0)]
                         m.next = "AW_TYPE"
                 with m.State("AW_TYPE"):                                    # fb_byte = a command's type at rp
@@ -1143,10 +1146,10 @@ class Accelerator(wiring.Component):
                         m.next = "AW_FIT"
                 with m.State("AW_FIT"):                                     # mul_p = records * record bytes
                     m.d.sync += pm_end.eq(a_pbase + a_dim - 1)
+                    m.d.comb += sp_next.eq(a_pbase)                     # (as in LIN3)
                     with m.If(mul_p + 1 > MP):
                         fail(ERR_RANGE)
                     with m.Else():
-                        m.d.comb += sp_next.eq(a_pbase)
                         m.next = "AW_PM"
                 with m.State("AW_PM"):
                     scan(pm_rd.data, pm_end, ERR_UNLOADED, "ATT_CFG",

@@ -23,8 +23,8 @@ and a byte that finds the FIFO full (``overrun``); both are counted here (satura
 ``ERR_TRUNCATED``) by the accelerator, so the host sees it too.
 
 Status outputs for LEDs: ``heartbeat`` (toggles every ``heartbeat_cycles``: the clock runs and the
-design is out of reset), ``activity`` (a byte moved either way within the last ``heartbeat_cycles
-// 8`` cycles) and ``error``.
+design is out of reset), ``activity`` (a byte moved either way in the previous heartbeat period: no
+counter of its own) and ``error``.
 """
 
 from __future__ import annotations
@@ -109,15 +109,11 @@ class SerialAccelerator(wiring.Component):
 
         # heartbeat and activity
         hb = Signal(range(self.heartbeat_cycles))
+        seen = Signal()                                 # a byte moved in this heartbeat period
+        with m.If((urx.out.valid & urx.out.ready) | (utx.inp.valid & utx.inp.ready)):
+            m.d.sync += seen.eq(1)
         with m.If(hb == self.heartbeat_cycles - 1):
-            m.d.sync += [hb.eq(0), self.heartbeat.eq(~self.heartbeat)]
+            m.d.sync += [hb.eq(0), self.heartbeat.eq(~self.heartbeat), self.activity.eq(seen), seen.eq(0)]
         with m.Else():
             m.d.sync += hb.eq(hb + 1)
-        hold = max(1, self.heartbeat_cycles // 8)
-        act = Signal(range(hold + 1))
-        with m.If((urx.out.valid & urx.out.ready) | (utx.inp.valid & utx.inp.ready)):
-            m.d.sync += act.eq(hold)
-        with m.Elif(act != 0):
-            m.d.sync += act.eq(act - 1)
-        m.d.comb += self.activity.eq(act != 0)
         return m

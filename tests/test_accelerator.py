@@ -316,8 +316,9 @@ def test_accelerator_small(seed):
 
 
 def test_accelerator_without_attention_engine():
-    """``att_dim_max = 0`` and no command queue (the iCE40 configuration): INFO says 0, ATTENTION is an unknown opcode, LINEAR
-    with extreme requant parameters (the back end is narrower: no attention read-out) equals the emulator."""
+    """``att_dim_max = 0`` and no command queue (the iCE40 configuration): INFO says 0, ATTENTION is an
+    unknown opcode, LINEAR with extreme requant parameters (the back end is narrower: no attention read-out)
+    equals the emulator."""
     params = {**SMALL, "lanes": 2, "att_dim_max": 0, "att_max_tokens": 0, "linear_queue": 0}
     gen = torch.Generator().manual_seed(5)
     c_in, c_out, tokens = 12, 5, 3
