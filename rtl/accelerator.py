@@ -56,6 +56,7 @@ __all__ = [
     "ERR_ENGINE", "ENGINE_LINEAR", "ENGINE_ATTENTION", "COUNTER_NAMES",
     "JOB_FRAME", "JOB_OVERSIZE", "JOB_TRUNCATED",
     "crc16", "crc16_byte", "FrameReceiver", "FrameTransmitter", "AcceleratorConfig", "Accelerator",
+    "COLLISION_FREE_MEMORIES", "yosys_collision_free",
 ]
 
 VERSION = 1
@@ -78,6 +79,22 @@ MAX_SHIFT = 47             # intops.MAX_SHIFT
 _LIN_HDR, _LIF_HDR, _ATT_HDR, _WW_HDR, _WP_HDR, _WL_LEN = 13, 9, 7, 4, 2, 5
 _PARAM_BYTES = 7           # i16 M, u8 S, i32 B
 _OVERHEAD = 9              # response frame bytes besides the data: header 6, status 1, CRC 2
+#: The accelerator's memories whose read data is never used in a cycle in which their (single) write
+#: port can write: the frame buffer is written only while no job runs (the receiver holds a complete
+#: frame until the executor is done with it); the written marks and the requant parameters are written
+#: by WRITE_WEIGHTS / WRITE_PARAMS and RESET jobs, and read only by LINEAR / ATTENTION jobs (the
+#: parameters by the requant pipeline, drained before a job ends). A read during a write is therefore a
+#: don't-care, and synthesis need not emulate the read-first result (on the iCE40 and ECP5 block RAMs
+#: that is a compare of the read address with the write address, behind the executor's pointers).
+COLLISION_FREE_MEMORIES = ("frame_buf", "weight_marks", "param_marks", "params_m", "params_s", "params_b")
+
+
+def yosys_collision_free() -> str:
+    """Yosys commands, to run after ``read_rtlil``: the read ports of :data:`COLLISION_FREE_MEMORIES`
+    get ``COLLISION_X_MASK = 1`` (each memory has one write port), what Yosys' Verilog frontend sets for
+    a ``(* no_rw_check *)`` memory. Simulation is unaffected (the design never reads during a write)."""
+    return "\n".join(f"setparam -set COLLISION_X_MASK 1'1 t:$memrd_v2 r:MEMID=\\{name} %i"
+                     for name in COLLISION_FREE_MEMORIES)
 
 
 # --------------------------------------------------------------------------------------------
@@ -435,13 +452,14 @@ class Accelerator(wiring.Component):
         wiring.connect(m, wiring.flipped(self.rx), rcv.rx)
         wiring.connect(m, txu.tx, wiring.flipped(self.tx))
 
-        m.submodules.frame_buf = fbm = Memory(shape=8, depth=MP, init=[])
+        m.submodules.frame_buf = fbm = Memory(shape=8, depth=MP, init=[])   # (COLLISION_FREE_MEMORIES)
         fb_wr, fb_rd = fbm.write_port(), fbm.read_port()
         m.submodules.resp_buf = obm = Memory(shape=8, depth=MP, init=[])
         ob_wr, ob_rd = obm.write_port(), obm.read_port()
         m.submodules.weight_marks = wmm = Memory(shape=1, depth=R, init=[])
         wm_wr, wm_rd = wmm.write_port(), wmm.read_port()
-        m.submodules.param_marks = pmm = Memory(shape=1, depth=PC, init=[])
+        # a block RAM even where it is small: as flip-flops its read multiplexer sits behind the scan pointer
+        m.submodules.param_marks = pmm = Memory(shape=1, depth=PC, init=[], attrs={"ram_style": "block"})
         pm_wr, pm_rd = pmm.write_port(), pmm.read_port()
         # requant parameters: M and S are read at the pipeline's first stage, B three stages later (its own
         # memory, so B is not carried through registers); WRITE_PARAMS writes them a byte per cycle
@@ -458,7 +476,8 @@ class Accelerator(wiring.Component):
         m.d.comb += [txu.rd_data.eq(ob_rd.data), ob_rd.addr.eq(txu.rd_addr)]
 
         # ---- request header fields (held by the receiver while the job runs) ------------------------
-        L = rcv.length
+        L = Signal(range(MP + 1))                            # a JOB_FRAME's length is at most MP
+        m.d.comb += L.eq(rcv.length)
         hb = Cat(*[rcv.head[i] for i in range(HEAD_BYTES)])
 
         def hf(offset: int, size: int):
@@ -478,6 +497,8 @@ class Accelerator(wiring.Component):
         l_G = Signal(17)                                     # ceil(c_out / P)
         m.d.comb += [l_B.eq(ceil_div(l_cin, 3)), l_G.eq(ceil_div(l_cout, LGP))]
         l_ob_ok, l_ob_sel = ob_fields(l_ob)
+        l_out_lim = Signal(range(MP))                        # (MP - 1) >> sel: tokens * c_out above it overflows
+        m.d.sync += l_out_lim.eq(Mux(l_ob_sel == 2, (MP - 1) >> 2, Mux(l_ob_sel == 1, (MP - 1) >> 1, MP - 1)))
         # LIF
         f_ch, f_neuron, f_tokens, f_first = hf(0, 2), hf(2, 4), hf(6, 2), hf(8, 1)
         f_gc = Signal(17)
@@ -519,11 +540,17 @@ class Accelerator(wiring.Component):
             return x if len(x) <= K else Mux(x[K:].any(), (1 << K) - 1, x[:K])
 
         mul_a, mul_b = Signal(K), Signal(K)
-        mul_p = Signal(2 * K)
-        m.d.sync += mul_p.eq(mul_a * mul_b)
+        mul_p = Signal(K)                                    # clamp(mul_a * mul_b): every use compares it
+        m.d.sync += mul_p.eq(clamp(mul_a * mul_b))
 
         def mul_load(a, b):
             return [mul_a.eq(clamp(a)), mul_b.eq(clamp(b))]
+
+        def clamped_reg(x, name: str):
+            """``clamp(x)`` from a register (header fields and L are stable from the IDLE cycle on)."""
+            reg = Signal(K, name=name)
+            m.d.sync += reg.eq(clamp(x))
+            return reg
 
         # ---- counters: COUNTER_NAMES in a memory (rtl.counters), the events of each cycle -----------------
         ev_frame, ev_error = Signal(), Signal()
@@ -683,7 +710,8 @@ class Accelerator(wiring.Component):
         i_cnt = Signal(range(MP + 1))                        # rows / records / tokens
         j_cnt = Signal(range(max(P, -(-self.in_max // 8), 8) + 1))   # bytes within a row / token / bitmap / record
         n_rec = Signal(range(MP + 1))
-        wp_pos = Signal(range(MP + 2 * _PARAM_BYTES + 1))
+        wp_left = Signal(range(MP + 1))                      # L - (offset of the record walked)
+        wp_over = Signal()                                   # channel + records walked > PC
         bad = Signal()
         row_reg = Signal(8 * P)
         tok_x = Signal(8 * -(-self.in_max // 8))
@@ -696,9 +724,10 @@ class Accelerator(wiring.Component):
         chk_two = Signal()
         chk_b = Signal(17)
         nxt = Signal(17)
-        scan_end = Signal(K + 1)
-        pm_end = Signal(K + 1)                               # last parameter mark to scan (registered)
-        lin_rows = Signal(2 * K)
+        # a scan's position is a down count with its "last mark" flag registered beside it, so the pointer
+        # update behind the mark memories' read address starts at a flip-flop
+        scan_left = Signal(K)                                # marks after the current one
+        scan_last = Signal()                                 # scan_left == 0
 
         # engine commands come from registers only (valid and payload): the engines' acceptance logic is
         # long, none of the executor's decoding is added in front of it
@@ -719,15 +748,77 @@ class Accelerator(wiring.Component):
             m.d.sync += status.eq(code)
             m.next = "RESPOND"
 
-        def scan(mark, end, fail_code: int, then: str, then_sp=None, on_done=()) -> None:
-            """One written mark per cycle from the pointer on: fail at a 0, else ``then`` after ``end``."""
+        def scan_start(count) -> list:
+            """Statements that make the next scan cover ``count`` (>= 1, at most ``2**K - 1``) marks."""
+            count = Value.cast(count)[:K]
+            return [scan_left.eq(count - 1), scan_last.eq(count == 1)]
+
+        def scan(mark, fail_code: int, then: str, then_sp=None, then_count=None, on_done=()) -> None:
+            """One written mark per cycle from the pointer on: fail at a 0, else ``then`` after the last.
+
+            ``then_sp`` / ``then_count`` start the scan that follows in state ``then``."""
             # the pointer does not depend on the mark just read (memory output -> address is no path)
-            m.d.comb += sp_next.eq(Mux(sp == end, sp if then_sp is None else then_sp, sp + 1))
+            m.d.comb += sp_next.eq(Mux(scan_last, sp if then_sp is None else then_sp, sp + 1))
+            m.d.sync += [scan_left.eq(scan_left - 1), scan_last.eq(scan_left == 1)]
             with m.If(~mark):
                 fail(fail_code)
-            with m.Elif(sp == end):
-                m.d.sync += list(on_done)
+            with m.Elif(scan_last):
+                m.d.sync += list(on_done) + ([] if then_count is None else scan_start(then_count))
                 m.next = then
+
+        # check operands from registers (the header and L are stable from the IDLE cycle on): the checks
+        # that decide the next state start at flip-flops, not at a clamp or a subtraction
+        ww_body = (L - _WW_HDR)[:16]
+        len_bad = Signal()                                   # the length check of the opcode's first state
+        with m.Switch(rcv.opcode):
+            with m.Case(OP_INFO, OP_RESET, OP_COUNTERS, OP_CLEAR_COUNTERS):
+                m.d.sync += len_bad.eq(L != 0)
+            with m.Case(OP_WRITE_LIF):
+                m.d.sync += len_bad.eq(L != _WL_LEN)
+            with m.Case(OP_WRITE_WEIGHTS):                   # L < 4 + P, or a partial row
+                m.d.sync += len_bad.eq((L < _WW_HDR + P) | (ww_body[:LGP] != 0 if LGP else C(0, 1)))
+            with m.Case(OP_WRITE_PARAMS):
+                m.d.sync += len_bad.eq(L < _WP_HDR + _PARAM_BYTES)
+            with m.Case(OP_LINEAR):
+                m.d.sync += len_bad.eq(L < _LIN_HDR)
+            with m.Case(OP_LIF):
+                m.d.sync += len_bad.eq(L < _LIF_HDR)
+            with m.Case(OP_ATTENTION):
+                m.d.sync += len_bad.eq(L < _ATT_HDR)
+        ww_over = Signal()                                   # row + rows > R
+        m.d.sync += ww_over.eq(clamp(hf(0, 4)) + clamp(ww_body >> LGP) > R)
+        wp_chan_c = clamped_reg(hf(0, 2), "wp_chan_c")
+        l_wbase_c, l_pbase_c = clamped_reg(l_wbase, "l_wbase_c"), clamped_reg(l_pbase, "l_pbase_c")
+        l_cout_c = clamped_reg(l_cout, "l_cout_c")
+        # LINEAR's token bytes B from registers, valid once LIN1 has checked c_in <= in_max
+        tb = -(-self.in_max // 8)
+        l_B_r, l_B_last = Signal(range(tb + 1)), Signal(range(tb))
+        l_tok0_last = Signal(range(_LIN_HDR + tb))           # offset of token 0's last byte
+        m.d.sync += [l_B_r.eq(l_B), l_B_last.eq(l_B - 1), l_tok0_last.eq(_LIN_HDR + l_B - 1)]
+        # the header-only range checks and the body lengths (L minus the header; used after the
+        # L >= header check, so no wrap is seen), a register each
+        l_hdr_bad, f_hdr_bad, wl_hdr_bad, a_hdr_bad = Signal(), Signal(), Signal(), Signal()
+        l_pm_bad = Signal()                                  # p_base + c_out > PC: registers of registers,
+        #                                                      used in LIN2 (three states after IDLE)
+        l_body, f_body = Signal(range(MP + 1)), Signal(range(MP + 1))
+        # token counts: the last token's index (tokens <= MP once the length checks pass) and "no tokens"
+        l_tok_m1 = Signal(range(MP + 1))
+        l_tok_zero, f_tok_zero, l_pad_tok, l_rows_over = Signal(), Signal(), Signal(), Signal()
+        m.d.sync += [l_tok_m1.eq(l_tokens - 1), l_tok_zero.eq(l_tokens == 0), f_tok_zero.eq(f_tokens == 0),
+                     l_pad_tok.eq((l_pad != 0) & (l_tokens != 0))]
+        wl_leak, wl_shift, wl_theta = hf(0, 2), hf(2, 1), hf(3, 2)
+        # leak > 2**shift  <=>  leak - 1 has a bit at or above `shift` (leak = 0 wraps: fails too)
+        wl_leak_high = ((wl_leak - 1)[:16] & ~thermometer(wl_shift[:4], 16)).any()
+        m.d.sync += [
+            l_hdr_bad.eq((l_cin == 0) | (l_cin > self.in_max) | (l_cout == 0) | ~l_ob_ok),
+            l_pm_bad.eq(l_pbase_c + l_cout_c > PC),
+            f_hdr_bad.eq((f_ch == 0) | (f_first > 1)),
+            wl_hdr_bad.eq((wl_shift < 1) | (wl_shift > 15) | (wl_leak == 0) | wl_leak_high | wl_theta[15]
+                          | (wl_theta == 0)),
+            a_hdr_bad.eq((a_mode > 1) | (a_dim == 0) | (a_dim > DM) | (a_tokens > NT) | ~a_ob_ok
+                         | (a_pbase + a_dim > PC)),
+            l_body.eq(L - _LIN_HDR), f_body.eq(L - _LIF_HDR),
+        ]
 
         with m.FSM(init="SWEEP", name="exec"):
             # -- power-on / RESET: clear the written marks and the membranes, one row per cycle ----------
@@ -788,7 +879,7 @@ class Accelerator(wiring.Component):
             # counter 0, the fourth byte of counter k for counter k + 1; snap holds its upper bytes)
             for state, flag in (("INFO", 0), ("COUNTERS", 1)):
                 with m.State(state):
-                    with m.If(L != 0):
+                    with m.If(len_bad):
                         fail(ERR_LENGTH)
                     with m.Else():
                         m.d.comb += [ctr.rd_strobe.eq(flag), ctr.rd_index.eq(0)]
@@ -806,14 +897,14 @@ class Accelerator(wiring.Component):
 
             # -- RESET / CLEAR_COUNTERS ----------------------------------------------------------------------
             with m.State("RESET"):
-                with m.If(L != 0):
+                with m.If(len_bad):
                     fail(ERR_LENGTH)
                 with m.Else():
                     m.d.comb += clr.eq(1)
                     m.d.sync += [lif_written.eq(0), sweep_job.eq(1), swp.eq(0)]
                     m.next = "SWEEP"
             with m.State("CLEAR"):
-                with m.If(L != 0):
+                with m.If(len_bad):
                     fail(ERR_LENGTH)
                 with m.Else():
                     m.d.comb += clr.eq(1)
@@ -821,25 +912,21 @@ class Accelerator(wiring.Component):
 
             # -- WRITE_LIF -------------------------------------------------------------------------------------
             with m.State("WL"):
-                leak, shift, theta = hf(0, 2), hf(2, 1), hf(3, 2)
-                with m.If(L != _WL_LEN):
+                with m.If(len_bad):
                     fail(ERR_LENGTH)
-                # leak > 2**shift  <=>  leak - 1 has a bit at or above `shift` (leak = 0 wraps: fails too)
-                leak_high = ((leak - 1)[:16] & ~thermometer(shift[:4], 16)).any()
-                with m.Elif((shift < 1) | (shift > 15) | (leak == 0) | leak_high | theta[15] | (theta == 0)):
+                with m.Elif(wl_hdr_bad):
                     fail(ERR_RANGE)
                 with m.Else():
-                    m.d.sync += [lif_leak.eq(leak), lif_shift.eq(shift), lif_theta.eq(theta), lif_written.eq(1)]
+                    m.d.sync += [lif_leak.eq(wl_leak), lif_shift.eq(wl_shift), lif_theta.eq(wl_theta),
+                                 lif_written.eq(1)]
                     m.next = "RESPOND"
 
             # -- WRITE_WEIGHTS: u32 row, k rows of P int8 -----------------------------------------------------
             with m.State("WW"):
-                ww_row = hf(0, 4)
-                body = (L - _WW_HDR)[:16]
                 m.d.comb += rp_next.eq(_WW_HDR)                         # (as in LIN3)
-                with m.If((L < _WW_HDR + P) | (body[:LGP] != 0 if LGP else C(0, 1))):
+                with m.If(len_bad):                                  # L < 4 + P, or a partial row
                     fail(ERR_LENGTH)
-                with m.Elif(clamp(ww_row) + clamp(body >> LGP) > R):
+                with m.Elif(ww_over):
                     fail(ERR_RANGE)
                 with m.Else():
                     m.d.sync += [i_cnt.eq(0), j_cnt.eq(0)]
@@ -866,26 +953,25 @@ class Accelerator(wiring.Component):
             # -- WRITE_PARAMS: u16 channel, n x (i16 M, u8 S, i32 B) -----------------------------------------
             with m.State("WP"):
                 m.d.comb += rp_next.eq(_WP_HDR + 2)                     # the first record's S (as in LIN3)
-                with m.If(L < _WP_HDR + _PARAM_BYTES):
+                with m.If(len_bad):
                     fail(ERR_LENGTH)
                 with m.Else():
-                    m.d.sync += [wp_pos.eq(_WP_HDR), n_rec.eq(0), bad.eq(0)]
+                    m.d.sync += [wp_left.eq(L - _WP_HDR), n_rec.eq(0), bad.eq(0)]
                     m.next = "WP_WALK"
-            with m.State("WP_WALK"):                                    # fb_byte = S of the record at wp_pos
-                new_pos = wp_pos + _PARAM_BYTES
+            with m.State("WP_WALK"):                                    # fb_byte = S of the record at rp - 2
                 m.d.sync += [bad.eq(bad | (fb_byte == 0) | (fb_byte > MAX_SHIFT)), n_rec.eq(n_rec + 1),
-                             wp_pos.eq(new_pos)]
-                m.d.comb += rp_next.eq(new_pos + 2)                     # (read past the end: harmless)
-                with m.If(new_pos + _PARAM_BYTES > L):
+                             wp_left.eq(wp_left - _PARAM_BYTES), wp_over.eq(wp_chan_c + clamp(n_rec + 1) > PC)]
+                m.d.comb += rp_next.eq(rp + _PARAM_BYTES)               # (read past the end: harmless)
+                with m.If(wp_left < 2 * _PARAM_BYTES):                  # no whole record after this one
                     m.next = "WP_CHECK"
             with m.State("WP_CHECK"):
                 m.d.comb += rp_next.eq(_WP_HDR)                         # (as in LIN3)
-                with m.If(wp_pos != L):
+                with m.If(wp_left != 0):                                # a partial record
                     fail(ERR_LENGTH)
-                with m.Elif((clamp(hf(0, 2)) + clamp(n_rec) > PC) | bad):
+                with m.Elif(wp_over | bad):                             # channel + records > PC, or an S
                     fail(ERR_RANGE)
                 with m.Else():
-                    m.d.sync += [i_cnt.eq(0), j_cnt.eq(0)]
+                    m.d.sync += [i_cnt.eq(0), j_cnt.eq(0), n_rec.eq(n_rec - 1)]     # (the last record's index)
                     m.next = "WP_REC"
             with m.State("WP_REC"):                                     # byte j_cnt of record i_cnt
                 paddr = (hf(0, 2) + i_cnt)[:16]
@@ -905,52 +991,52 @@ class Accelerator(wiring.Component):
                 with m.If(j_cnt == _PARAM_BYTES - 1):
                     m.d.comb += [pm_wr.addr.eq(paddr), pm_wr.data.eq(1), pm_wr.en.eq(1)]
                     m.d.sync += [j_cnt.eq(0), i_cnt.eq(i_cnt + 1)]
-                    with m.If(i_cnt == n_rec - 1):
+                    with m.If(i_cnt == n_rec):
                         m.next = "RESPOND"
 
             # -- LINEAR: checks ------------------------------------------------------------------------------
             with m.State("LIN0"):
                 m.d.sync += mul_load(l_cin, l_G)                           # for LIN2
-                with m.If(L < _LIN_HDR):
+                with m.If(len_bad):
                     fail(ERR_LENGTH)
                 with m.Else():
                     m.next = "LIN1"
             with m.State("LIN1"):                                       # mul_p = tokens * B
                 m.d.sync += mul_load(l_tokens, l_cout)                 # for LIN3
-                with m.If(L != _LIN_HDR + mul_p):
+                with m.If(l_body != mul_p):                             # L != 13 + tokens * B
                     fail(ERR_LENGTH)
-                with m.Elif((l_cin == 0) | (l_cin > self.in_max) | (l_cout == 0) | ~l_ob_ok):
+                with m.Elif(l_hdr_bad):
                     fail(ERR_RANGE)
                 with m.Else():
                     m.next = "LIN2"
             with m.State("LIN2"):                                       # mul_p = c_in * G
-                m.d.sync += lin_rows.eq(mul_p)
-                with m.If((clamp(l_wbase) + clamp(mul_p) > R) | (clamp(l_pbase) + clamp(l_cout) > PC)):
+                m.d.sync += [*scan_start(mul_p),                            # c_in * G >= 1 after LIN1
+                             l_rows_over.eq(l_wbase_c + mul_p > R)]             # (checked in LIN3)
+                with m.If(l_pm_bad):
                     fail(ERR_RANGE)
                 with m.Else():
                     m.next = "LIN3"
             with m.State("LIN3"):                                       # mul_p = tokens * c_out
-                m.d.sync += [scan_end.eq(l_wbase[:K] + lin_rows[:K] - 1), pm_end.eq(l_pbase[:K] + l_cout[:K] - 1)]
                 # the pointers start whatever the checks say: no compare in front of a memory address
-                m.d.comb += [sp_next.eq(l_wbase), rp_next.eq(_LIN_HDR + l_B - 1)]
-                with m.If((mul_p << l_ob_sel) + 1 > MP):
+                m.d.comb += [sp_next.eq(l_wbase), rp_next.eq(l_tok0_last)]
+                with m.If(l_rows_over | (mul_p > l_out_lim)):           # (mul_p << sel) + 1 > MP
                     fail(ERR_RANGE)
-                with m.Elif((l_pad != 0) & (l_tokens != 0)):
+                with m.Elif(l_pad_tok):
                     m.d.sync += i_cnt.eq(0)
                     m.next = "LIN_PAD"
                 with m.Else():
                     m.next = "LIN_WM"
             with m.State("LIN_PAD"):                                    # fb_byte = last byte of token i
-                m.d.comb += [rp_next.eq(rp + l_B), sp_next.eq(l_wbase)]   # whatever fb_byte says
+                m.d.comb += [rp_next.eq(rp + l_B_r), sp_next.eq(l_wbase)]   # whatever fb_byte says
                 m.d.sync += i_cnt.eq(i_cnt + 1)
                 with m.If((fb_byte & l_pad) != 0):
                     fail(ERR_RANGE)
-                with m.Elif(i_cnt == l_tokens - 1):
+                with m.Elif(i_cnt == l_tok_m1):
                     m.next = "LIN_WM"
             with m.State("LIN_WM"):
-                scan(wm_rd.data, scan_end, ERR_UNLOADED, "LIN_PM", then_sp=l_pbase)
+                scan(wm_rd.data, ERR_UNLOADED, "LIN_PM", then_sp=l_pbase, then_count=l_cout)
             with m.State("LIN_PM"):
-                scan(pm_rd.data, pm_end, ERR_UNLOADED, "LIN_CFG",
+                scan(pm_rd.data, ERR_UNLOADED, "LIN_CFG",
                      on_done=[lcv.eq(1), lop.eq(LIN_CONFIG), tok_x.eq(0)])
 
             # -- LINEAR: run -----------------------------------------------------------------------------------
@@ -960,7 +1046,7 @@ class Accelerator(wiring.Component):
                 with m.If(lin.cmd.ready):
                     m.d.sync += lcv.eq(0)
                     m.d.comb += rp_next.eq(_LIN_HDR)
-                    with m.If(l_tokens == 0):
+                    with m.If(l_tok_zero):
                         m.next = "LIN_DRAIN"
                     with m.Else():
                         m.next = "LIN_TOK"
@@ -968,14 +1054,14 @@ class Accelerator(wiring.Component):
                 m.d.comb += [lin_run.eq(1), rp_next.eq(rp + 1)]
                 m.d.sync += [tok_x.word_select(j_cnt[:max(1, (len(tok_x) // 8 - 1).bit_length())], 8).eq(fb_byte),
                              j_cnt.eq(j_cnt + 1)]
-                with m.If(j_cnt == l_B - 1):
+                with m.If(j_cnt == l_B_last):
                     m.d.sync += [j_cnt.eq(0), lcv.eq(1), lop.eq(LIN_TOKEN)]
                     m.next = "LIN_SEND"
             with m.State("LIN_SEND"):                                   # the TOKEN command is valid
                 m.d.comb += lin_run.eq(1)
                 with m.If(lin.cmd.ready):
                     m.d.sync += [i_cnt.eq(i_cnt + 1), lcv.eq(0)]
-                    with m.If(i_cnt == l_tokens - 1):
+                    with m.If(i_cnt == l_tok_m1):
                         m.next = "LIN_DRAIN"
                     with m.Else():
                         m.next = "LIN_TOK"
@@ -1002,15 +1088,15 @@ class Accelerator(wiring.Component):
             # -- LIF -------------------------------------------------------------------------------------------
             with m.State("LIF0"):
                 m.d.sync += mul_load(clamp(f_neuron) + clamp(f_tokens), f_gc)  # for LIF2
-                with m.If(L < _LIF_HDR):
+                with m.If(len_bad):
                     fail(ERR_LENGTH)
                 with m.Else():
                     m.next = "LIF1"
             with m.State("LIF1"):                                       # mul_p = tokens * channels
                 m.d.sync += mul_load(f_tokens, ceil_div(f_ch, 3))               # for LIF3
-                with m.If(L != _LIF_HDR + (mul_p << 1)):
+                with m.If(f_body != (mul_p << 1)):                      # L != 9 + 2 * tokens * channels
                     fail(ERR_LENGTH)
-                with m.Elif((f_ch == 0) | (f_first > 1)):
+                with m.Elif(f_hdr_bad):
                     fail(ERR_RANGE)
                 with m.Else():
                     m.next = "LIF2"
@@ -1021,7 +1107,7 @@ class Accelerator(wiring.Component):
                 with m.Else():
                     m.next = "LIF3"
             with m.State("LIF3"):                                       # mul_p = tokens * ceil(channels / 8)
-                with m.If(mul_p + 1 > MP):
+                with m.If(mul_p >= MP):                                 # mul_p + 1 > MP
                     fail(ERR_RANGE)
                 with m.Elif(~lif_written):
                     fail(ERR_UNLOADED)
@@ -1030,7 +1116,7 @@ class Accelerator(wiring.Component):
             with m.State("LIF4"):                                       # mul_p = neuron * gc: token 0's row
                 m.d.sync += [f_tok_row.eq(mul_p), f_c.eq(0), f_n.eq(0), f_bits.eq(0)]
                 m.d.comb += [mrow_next.eq(mul_p), rp_next.eq(_LIF_HDR)]
-                with m.If(f_tokens == 0):
+                with m.If(f_tok_zero):
                     m.next = "RESPOND"
                 with m.Else():
                     m.next = "LIF_LO"
@@ -1077,7 +1163,7 @@ class Accelerator(wiring.Component):
                 # -- ATTENTION: walk the command stream (lengths, types, bitmap padding) ------------------------
                 with m.State("ATT0"):
                     m.d.comb += rp_next.eq(_ATT_HDR)                    # (as in LIN3)
-                    with m.If(L < _ATT_HDR):
+                    with m.If(len_bad):
                         fail(ERR_LENGTH)
                     with m.Else():
                         m.d.sync += [kvc.eq(0), qseen.eq(0), n_rec.eq(0), bad.eq(0)]
@@ -1139,20 +1225,19 @@ class Accelerator(wiring.Component):
                 with m.State("AW_END"):
                     with m.If(kvc != a_tokens):
                         fail(ERR_LENGTH)
-                    with m.Elif((a_mode > 1) | (a_dim == 0) | (a_dim > DM) | (a_tokens > NT) | ~a_ob_ok
-                                | (a_pbase + a_dim > PC) | bad):
+                    with m.Elif(a_hdr_bad | bad):
                         fail(ERR_RANGE)
                     with m.Else():
                         m.next = "AW_FIT"
                 with m.State("AW_FIT"):                                     # mul_p = records * record bytes
-                    m.d.sync += pm_end.eq(a_pbase + a_dim - 1)
+                    m.d.sync += scan_start(a_dim)                           # 1 <= dim <= PC after AW_END
                     m.d.comb += sp_next.eq(a_pbase)                     # (as in LIN3)
-                    with m.If(mul_p + 1 > MP):
+                    with m.If(mul_p >= MP):                             # mul_p + 1 > MP
                         fail(ERR_RANGE)
                     with m.Else():
                         m.next = "AW_PM"
                 with m.State("AW_PM"):
-                    scan(pm_rd.data, pm_end, ERR_UNLOADED, "ATT_CFG",
+                    scan(pm_rd.data, ERR_UNLOADED, "ATT_CFG",
                          on_done=[acv.eq(1), aop.eq(ATT_CONFIG), amode.eq(a_mode[0]), att_a.eq(0), att_b.eq(0),
                                   att_skip.eq(0)])
 

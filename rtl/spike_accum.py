@@ -282,14 +282,25 @@ class SpikeAccumulator(wiring.Component):
         ]
 
         # ---- command decode (at the transfer into F) ---------------------------------------------
-        # CONFIG's row check uses c_in * G from a register: the product of the payload of the cycle before,
+        # CONFIG's checks use registers (c_in * G, base, the c_in / G range): the payload of the cycle before,
         # which is this cycle's payload when the command was already valid and not taken then (streams
         # hold their payload until the transfer). A CONFIG is taken only in such a cycle (one cycle later
         # when it arrives fresh: latency only, S0 still spends one busy cycle on it).
         take = Signal(1)
         hold = Signal(1)
-        cfg_prod = Signal(C_IN_W + GROUPS_W)
-        m.d.sync += [hold.eq(self.cmd.valid & ~take), cfg_prod.eq(cmd.c_in * cmd.groups)]
+        # base + c_in * G > R is decided on operands clamped to KR bits (2**KR - 1 > R): a clamped operand
+        # exceeds R exactly when the true one does, so the sum does too, and the carry chain is KR bits long
+        KR = (R + 1).bit_length()
+
+        def clamp(x):
+            x = Value.cast(x)
+            return x if len(x) <= KR else Mux(x[KR:].any(), (1 << KR) - 1, x[:KR])
+        cfg_prod = Signal(KR)                  # clamp(c_in * G)
+        cfg_base = Signal(KR)                  # clamp(base)
+        cfg_dim_bad = Signal(1)                # c_in or G out of range
+        m.d.sync += [hold.eq(self.cmd.valid & ~take), cfg_prod.eq(clamp(cmd.c_in * cmd.groups)),
+                     cfg_base.eq(clamp(cmd.base)),
+                     cfg_dim_bad.eq((cmd.c_in == 0) | (cmd.c_in > CM) | (cmd.groups == 0))]
         m.d.comb += [
             self.cmd.ready.eq(((f_count != QD) if QD else ~a_pend) & (hold | (cmd.op != OP_CONFIG))),
             take.eq(self.cmd.valid & self.cmd.ready),
@@ -299,14 +310,14 @@ class SpikeAccumulator(wiring.Component):
         cfg_ok = Signal(1)
         accept = Signal(1)
         clear = Signal(1)
-        rows_needed = Signal(BASE_W + C_IN_W + GROUPS_W + 1)
-        m.d.comb += rows_needed.eq(cmd.base + cfg_prod)
+        rows_needed = Signal(KR + 1)           # clamp(base) + clamp(c_in * G): > R iff the true sum is
+        m.d.comb += rows_needed.eq(cfg_base + cfg_prod)
         high_x = (cmd.x & ~c_lowmask).any()
 
         with m.If(take):
             with m.Switch(cmd.op):
                 with m.Case(OP_CONFIG):
-                    with m.If((cmd.c_in == 0) | (cmd.c_in > CM) | (cmd.groups == 0)):
+                    with m.If(cfg_dim_bad):
                         m.d.comb += [raise_err.eq(1), err_code_new.eq(ERR_DIM)]
                     with m.Elif(rows_needed > R):
                         m.d.comb += [raise_err.eq(1), err_code_new.eq(ERR_ROWS)]

@@ -456,7 +456,10 @@ def test_errors_and_recovery():
                     ({"c_in": 2047, "groups": 65535, "base": 65535}, ERR_DIM), ({"c_in": 4, "groups": 0}, ERR_DIM),
                     ({"c_in": 12, "groups": 5, "base": 5}, ERR_ROWS), ({"c_in": 16, "groups": 4, "base": 1}, ERR_ROWS),
                     ({"c_in": 1, "groups": 1, "base": 64}, ERR_ROWS),
-                    ({"c_in": 16, "groups": 65535, "base": 65535}, ERR_ROWS)):
+                    ({"c_in": 16, "groups": 65535, "base": 65535}, ERR_ROWS),
+                    # operands whose low 7 bits (R = 64 is checked on 7-bit clamped operands) would pass
+                    ({"c_in": 1, "groups": 1, "base": 128}, ERR_ROWS), ({"c_in": 1, "groups": 129}, ERR_ROWS),
+                    ({"c_in": 3, "groups": 43, "base": 0}, ERR_ROWS)):
         s.cmd({"op": OP_CONFIG, **c})
         expect(code)
         good()
