@@ -5,7 +5,7 @@ with costs that follow the spike counts; ``docs/attention_engine.md`` is the pro
 (interface, error codes, widths, cycle model) and ``golden_model.perf.attention_cycles`` the
 executable cycle model.
 
-Structure (one issue stage A, one accumulate stage B, one output register):
+Structure (issue stage A, memory read B, accumulate C, beat D, one output register):
 
 * **A** (issue) takes a command from ``cmd`` when it has no step left to issue, validates it
   (error codes), and turns a KV or Q token into *steps*, one per cycle. A step names one row
@@ -15,17 +15,21 @@ Structure (one issue stage A, one accumulate stage B, one output register):
   (``for i in active(k): for g < G``), Q tokens group-major (``for g < G: for i in active(q)``)
   so that one group's ``P`` accumulators finish, go to the output register and restart while the
   next group is accumulated. The acceptance cycle issues the token's first step.
-* **B** (accumulate) receives the KV row slice one cycle later from the memory's synchronous read
-  port. Build: ``KV[i][g] += v[g]`` written back the same cycle; a back-to-back update of the
-  same row slice reads through the port's transparency (the only read-after-write distance the
-  two-stage loop has). Read-out: ``acc += KV[i][g]`` (dot) or ``acc += 2 A[i][g] = 4 KV - 2 s_V``
-  (Hamming), starting from 0 (dot) or ``-sum_i A[i][g]`` (Hamming).
+* **B** (read) receives the KV row slice from the memory's synchronous read port and registers it
+  (zero if the row is not valid in this window), with the lane slices of ``s_V`` and ``negc``.
+* **C** (accumulate) works from registers only. Build: ``KV[i][g] += v[g]`` written back. Two
+  read-after-write distances exist: the step one behind reads before C's write lands, so it takes
+  C's result from the ``fwd`` register (``c_hit``); the step two behind reads in the cycle of the
+  write, covered by the read port's transparency. Read-out: ``kacc += KV[i][g]`` and (Hamming)
+  ``cacc -= 2 s_V``, starting from 0 and ``negc = -sum_i A[i][g]``.
+* **D** forms the beat from the accumulators: ``kacc`` (dot) or ``4 kacc + cacc`` (Hamming,
+  ``= negc + sum_i 2 A[i][g]``), so no stage chains a read, an add and an accumulate.
 * A new window does not clear the memory: a per-row *valid* bit (cleared by CONFIG, set when the
   window first writes the row's last group) makes never-written rows read as zero, so CONFIG costs
-  one cycle.
-
-* The output has a register and a skid register; B stalls only when the skid is full, so
-  ``out.ready`` drives nothing but those two registers (no combinational path to ``cmd.ready``).
+  one cycle. CONFIG clears the valid bits and cancels the set of an old-window step still in B.
+* The output has a register and a skid register; the pipeline stalls only when D must emit while the
+  skid is full, so ``out.ready`` drives nothing but those two registers (no combinational path to
+  ``cmd.ready``).
 * Compacted token streams (``docs/attention_engine.md`` s. 1): a KV command with ``mode = 1`` is a
   *V pair* (two k-empty tokens, v in ``a`` and ``b``; 1 cycle, no steps); a Q token carries a
   ``skip`` count of elided constant tokens onto its beats; a Q command with ``mode = 1`` is a
@@ -33,7 +37,7 @@ Structure (one issue stage A, one accumulate stage B, one output register):
   empty window.
 
 The per-window V sums ``s_V[j]`` and the Hamming column term ``negc[j] = -sum_{i<dim} A[i][j]`` live
-in registers (D_MAX each) and are updated once per KV token in its acceptance cycle:
+in registers (D_MAX each) and are updated once per KV token, one cycle after its acceptance:
 ``s_V += v`` and ``negc[j] += v_j * (dim - 2 popcount(k))``, because
 ``sum_{i<dim} A[i][j] = sum_n v_nj (2 popcount(k_n) - dim)``.
 """
@@ -49,7 +53,7 @@ from rtl.counters import events_signature
 
 __all__ = [
     "OP_CONFIG", "OP_KV", "OP_Q", "OP_STATUS_CLEAR", "MODE_DOT", "MODE_HAMMING",
-    "ERR_NONE", "ERR_COUNT", "ERR_HEAD", "ERR_DIM", "ERR_NO_WINDOW", "ERR_BITS", "COUNTER_W",
+    "ERR_NONE", "ERR_COUNT", "ERR_HEAD", "ERR_DIM", "ERR_NO_WINDOW", "ERR_BITS", "COUNTER_W", "LATENCY",
     "kv_width", "out_width", "cmd_layout", "out_layout", "status_signature", "AttentionEngine",
     "popcount", "find_first_set",
 ]
@@ -58,6 +62,7 @@ OP_CONFIG, OP_KV, OP_Q, OP_STATUS_CLEAR = 0, 1, 2, 3
 MODE_DOT, MODE_HAMMING = 0, 1
 ERR_NONE, ERR_COUNT, ERR_HEAD, ERR_DIM, ERR_NO_WINDOW, ERR_BITS = 0, 1, 2, 3, 4, 5
 COUNTER_W = 32
+LATENCY = 4   # a Q token's last step issued -> its last beat in the output register (A, B, C, D)
 
 # window states
 _W_NONE, _W_OPEN, _W_FULL, _W_BROKEN = 0, 1, 2, 3
@@ -235,7 +240,7 @@ class AttentionEngine(wiring.Component):
         a_skip = Signal(16)
         a_const = Signal(1)
 
-        # ---- accumulate stage B -----------------------------------------------------------
+        # ---- stage B: the memory read ---------------------------------------------------------
         b_valid = Signal(1)
         b_read = Signal(1)
         b_addr = Signal.like(rd.addr)
@@ -251,17 +256,51 @@ class AttentionEngine(wiring.Component):
         b_skip = Signal(16)
         b_const = Signal(1)
         b_head = Signal(range(NH))
-        acc = Signal(data.ArrayLayout(signed(OUT_W), P))
 
-        # output register (out.valid / out.payload) plus one skid register: B stalls only when the
-        # skid is full, so no combinational path runs from out.ready to cmd.ready or the pipeline
+        # ---- stage C (write-back, accumulate) and stage D (beat) --------------------------------
+        c_valid = Signal(1)
+        c_read = Signal(1)
+        c_addr = Signal.like(rd.addr)
+        c_i = Signal(range(D))
+        c_g = Signal(range(GM))
+        c_vs = Signal(P)
+        c_setvalid = Signal(1)
+        c_first = Signal(1)
+        c_last = Signal(1)
+        c_tlast = Signal(1)
+        c_nz = Signal(1)
+        c_mode = Signal(1)
+        c_skip = Signal(16)
+        c_const = Signal(1)
+        c_head = Signal(range(NH))
+        c_hit = Signal(1)                      # C's row slice is the one the step before it writes
+        c_old = Signal(data.ArrayLayout(unsigned(KV_W), P))     # the row slice as read (0 if not valid)
+        c_sv = Signal(data.ArrayLayout(unsigned(KV_W), P))      # s_V of group c_g
+        c_negc = Signal(data.ArrayLayout(signed(OUT_W), P))     # negc of group c_g
+        fwd = Signal(data.ArrayLayout(unsigned(KV_W), P))       # the last write-back
+        # read-out accumulators: kacc = sum KV[i][g] over the group's rows so far (<= D * N), cacc =
+        # negc - 2 s_V per row so far (-3 D N <= cacc <= D N); the beat is kacc (dot) or
+        # 4 kacc + cacc = negc + sum (4 KV - 2 s_V) (Hamming), which fits OUT_W
+        kacc = Signal(data.ArrayLayout(unsigned(OUT_W - 1), P))
+        cacc = Signal(data.ArrayLayout(signed(OUT_W + 2), P))
+        d_emit = Signal(1)
+        d_mode = Signal(1)
+        d_g = Signal(range(GM))
+        d_tlast = Signal(1)
+        d_skip = Signal(16)
+        d_const = Signal(1)
+        d_head = Signal(range(NH))
+
+        # output register (out.valid / out.payload) plus one skid register: the pipeline stalls only
+        # when D must emit while the skid is full, so no combinational path runs from out.ready to
+        # cmd.ready or the pipeline
         skid_valid = Signal(1)
         skid = Signal.like(self.out.payload)
         emit = Signal(1)
         stall = Signal(1)
         m.d.comb += [
-            emit.eq(b_valid & b_read & b_last),
-            stall.eq(emit & skid_valid),
+            emit.eq(d_emit),
+            stall.eq(d_emit & skid_valid),
         ]
 
         # ---- command decode ---------------------------------------------------------------
@@ -427,36 +466,62 @@ class AttentionEngine(wiring.Component):
                 with m.Else():
                     m.d.sync += [a_mask.eq(cur_mask), a_g.eq(cur_g + 1), a_pend.eq(1)]
 
-        # ---- stage B: build write-back and read-out accumulate ------------------------------
-        row_ok = Signal(1)
-        m.d.comb += row_ok.eq(row_valid.bit_select(b_i, 1))
-        old = [Mux(row_ok, rd.data[lane], 0) for lane in range(P)]
+        # ---- stage B: the row slice arrives; forwarding decisions ---------------------------
+        # C holds the step issued one cycle before B's: its write-back is not in the memory yet (it
+        # lands this cycle), so a B step on the same row slice takes C's result (c_hit -> fwd). The
+        # step two ahead wrote in the cycle B's row was read, which the read port's transparency
+        # covers; older writes are in the memory.
+        c_build = Signal(1)
+        m.d.comb += c_build.eq(c_valid & ~c_read)
+        row_ok = Signal(1)                     # row b_i written in this window, C's pending set included
+        m.d.comb += row_ok.eq(row_valid.bit_select(b_i, 1) | (c_build & c_setvalid & (c_i == b_i)))
+        with m.If(~stall):
+            m.d.sync += [
+                c_valid.eq(b_valid), c_read.eq(b_read), c_addr.eq(b_addr), c_i.eq(b_i), c_g.eq(b_g),
+                c_vs.eq(b_vs), c_setvalid.eq(b_setvalid & ~cfg_ok), c_first.eq(b_first), c_last.eq(b_last),
+                c_tlast.eq(b_tlast), c_nz.eq(b_nz), c_mode.eq(b_mode), c_skip.eq(b_skip), c_const.eq(b_const),
+                c_head.eq(b_head), c_hit.eq(c_build & (b_addr == c_addr)),
+            ]
+            for lane in range(P):
+                m.d.sync += [
+                    c_old[lane].eq(Mux(row_ok, rd.data[lane], 0)),
+                    c_sv[lane].eq(Array(s_v[g * P + lane] for g in range(GM))[b_g]),
+                    c_negc[lane].eq(Array(negc[g * P + lane] for g in range(GM))[b_g]),
+                ]
 
+        # ---- stage C: build write-back and read-out accumulate ------------------------------
+        old = [Mux(c_hit, fwd[lane], c_old[lane]) for lane in range(P)]
         new_row = Signal(data.ArrayLayout(unsigned(KV_W), P))
         for lane in range(P):
-            m.d.comb += new_row[lane].eq(old[lane] + b_vs[lane])
-        m.d.comb += [wr.addr.eq(b_addr), wr.data.eq(new_row), wr.en.eq(b_valid & ~b_read)]
-        with m.If(b_valid & ~b_read & b_setvalid):
-            m.d.sync += row_valid.bit_select(b_i, 1).eq(1)
+            m.d.comb += new_row[lane].eq(old[lane] + c_vs[lane])
+        m.d.comb += [wr.addr.eq(c_addr), wr.data.eq(new_row), wr.en.eq(c_build & ~stall)]
+        with m.If(~stall):
+            m.d.sync += fwd.eq(new_row)
+            with m.If(c_build & c_setvalid):
+                m.d.sync += row_valid.bit_select(c_i, 1).eq(1)
         with m.If(cfg_ok):  # after the set above: a new window wins over the old window's last write
             m.d.sync += row_valid.eq(0)
 
-        nxt = Signal(data.ArrayLayout(signed(OUT_W), P))
-        for lane in range(P):
-            s_v_lane = Array(s_v[g * P + lane] for g in range(GM))[b_g]
-            negc_lane = Array(negc[g * P + lane] for g in range(GM))[b_g]
-            ham = old[lane] * 4 - s_v_lane * 2
-            addend = Mux(b_mode, ham, old[lane])
-            base = Mux(b_first, Mux(b_mode, negc_lane, 0), acc[lane])
-            m.d.comb += nxt[lane].eq(base + Mux(b_nz, addend, 0))
+        with m.If(c_valid & c_read & ~stall):
+            for lane in range(P):
+                m.d.sync += [
+                    kacc[lane].eq(Mux(c_first, 0, kacc[lane]) + Mux(c_nz, old[lane], 0)),
+                    cacc[lane].eq(Mux(c_first, c_negc[lane], cacc[lane]) - Mux(c_nz, c_sv[lane] * 2, 0)),
+                ]
+        with m.If(~stall):
+            m.d.sync += [
+                d_emit.eq(c_valid & c_read & c_last), d_mode.eq(c_mode), d_g.eq(c_g), d_tlast.eq(c_tlast),
+                d_skip.eq(c_skip), d_const.eq(c_const), d_head.eq(c_head),
+            ]
 
+        # ---- stage D: a finished group's beat (dot: sum KV; Hamming: 4 sum KV + cacc) ---------
         beat = Signal.like(self.out.payload)
-        m.d.comb += [beat.data.eq(nxt), beat.group.eq(b_g), beat.last.eq(b_tlast), beat.skip.eq(b_skip),
-                     beat.const.eq(b_const), beat.head.eq(b_head)]
+        for lane in range(P):
+            m.d.comb += beat.data[lane].eq(Mux(d_mode, kacc[lane] * 4 + cacc[lane], kacc[lane]))
+        m.d.comb += [beat.group.eq(d_g), beat.last.eq(d_tlast), beat.skip.eq(d_skip),
+                     beat.const.eq(d_const), beat.head.eq(d_head)]
         new_beat = Signal(1)
         m.d.comb += new_beat.eq(emit & ~stall)
-        with m.If(b_valid & b_read & ~b_last & ~stall):
-            m.d.sync += acc.eq(nxt)
         with m.If(self.out.ready | ~self.out.valid):   # the output register is free this edge
             with m.If(skid_valid):
                 m.d.sync += [self.out.payload.eq(skid), self.out.valid.eq(1), skid_valid.eq(0)]
@@ -472,7 +537,7 @@ class AttentionEngine(wiring.Component):
         m.d.comb += [
             st.error.eq(error),
             st.error_code.eq(error_code),
-            st.busy.eq(a_pend | b_valid | self.out.valid | skid_valid),
+            st.busy.eq(a_pend | b_valid | c_valid | d_emit | self.out.valid | skid_valid),
         ]
         counters = [st.busy_cycles, st.starved_cycles, st.blocked_cycles, st.spikes, st.acc_ops]
         s_valid = Signal(1)                    # spikes: popcount(k) / popcount(q) one cycle after acceptance

@@ -37,6 +37,7 @@ from rtl.attention import (
     ERR_DIM,
     ERR_HEAD,
     ERR_NO_WINDOW,
+    LATENCY,
     OP_CONFIG,
     OP_KV,
     OP_Q,
@@ -548,7 +549,7 @@ async def test_backpressure(dut):
 
 @cocotb.test(timeout_time=TEST_TIMEOUT_MS, timeout_unit="ms")
 async def test_cycle_model(dut):
-    """Back to back with a ready sink, a window takes busy + 2 cycles (golden_model.perf); counters exact."""
+    """Back to back with a ready sink, a window takes busy + LATENCY cycles (golden_model.perf); counters exact."""
     env = await new_env(dut, 18, idle=0.0, backpressure=0.0)
     n = min(env.N, 16)
     for mode in ("dot", "hamming"):
@@ -561,7 +562,7 @@ async def test_cycle_model(dut):
         st = await env.check(f"{mode} back to back")
         busy = env.model.busy_cycles - busy0
         took = last[-1] - first[0] + 1  # cycles from the first command to the last beat, both included
-        assert took == busy + 2, f"{mode}: first command to last beat {took} cycles, perf: busy + 2 = {busy + 2}"
+        assert took == busy + LATENCY, f"{mode}: first command to last beat {took} cycles, busy {busy} + {LATENCY}"
         assert st["blocked_cycles"] == 0, st
     for mode in ("dot", "hamming"):  # compacted windows: perf.attention_cycles(..., compact=True)
         k, v, q = (spikes(env.trng, rows, env.D, 0.05) for rows in (n, n, 7))

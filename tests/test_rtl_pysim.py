@@ -23,6 +23,7 @@ from rtl.attention import (
     ERR_DIM,
     ERR_HEAD,
     ERR_NO_WINDOW,
+    LATENCY,
     OP_CONFIG,
     OP_KV,
     OP_Q,
@@ -234,8 +235,8 @@ def test_attention_cycles_match_model_without_gaps():
     model = perf.attention_cycles(bits(k), bits(v), bits(q), dim=11, lanes=p, mode="hamming")
     assert res["busy_cycles"] == model["busy"] == ref.busy
     assert res["acc_ops"] == model["acc_ops"] and res["spikes"] == model["spikes"]
-    assert res["blocked_cycles"] == 0 and res["starved_cycles"] == res["elapsed"] - res["last_beat"] + 2
-    assert res["last_beat"] - res["first_cmd"] + 1 == model["busy"] + 2  # latency of the last beat
+    assert res["blocked_cycles"] == 0 and res["starved_cycles"] == res["elapsed"] - res["last_beat"] + LATENCY
+    assert res["last_beat"] - res["first_cmd"] + 1 == model["busy"] + LATENCY  # latency of the last beat
 
 
 def test_attention_errors_and_recovery():
