@@ -721,6 +721,22 @@ class Accelerator(wiring.Component):
         att_kind = Signal(8)
         kvc = Signal(18)
         qseen = Signal()
+        # the ATTENTION walk's checks and pointers for the command at rp, registered in AW_TYPE (every cycle,
+        # from registers that AW_TYPE does not change) so that AW_CMD's address decision starts at flip-flops
+        aw_end_w = (MP + 2 * 64 + 4).bit_length()
+        aw = Signal(data.StructLayout({
+            "kv1_bad": 1, "kv2_bad": 1, "q_bad": 1, "kv_short": 1, "need_chk": 1,
+            "kv_end": aw_end_w, "kv_chk1": aw_end_w, "kv_chk2": aw_end_w, "q_end": aw_end_w, "q_chk": aw_end_w,
+        }))
+        aw_kv_end, aw_q_end = rp + 1 + 2 * a_d, rp + 3 + a_d        # a KV / V-pair command: type, a, b; Q: type,
+        aw_kv_over = qseen | (aw_kv_end > L)                            # skip (2), a
+        m.d.sync += [
+            aw.kv1_bad.eq(aw_kv_over | (kvc + 1 > a_tokens)), aw.kv2_bad.eq(aw_kv_over | (kvc + 2 > a_tokens)),
+            aw.q_bad.eq((kvc != a_tokens) | (aw_q_end > L)), aw.kv_short.eq(kvc != a_tokens),
+            aw.need_chk.eq((a_d != 0) & (a_pad != 0)),
+            aw.kv_end.eq(aw_kv_end), aw.kv_chk1.eq(rp + a_d), aw.kv_chk2.eq(rp + 2 * a_d),
+            aw.q_end.eq(aw_q_end), aw.q_chk.eq(rp + 2 + a_d),
+        ]
         chk_two = Signal()
         chk_b = Signal(17)
         nxt = Signal(17)
@@ -1176,34 +1192,31 @@ class Accelerator(wiring.Component):
                         m.d.sync += att_kind.eq(fb_byte)                    # registered: the decision below
                         m.next = "AW_CMD"                                   # drives the buffer address
                 with m.State("AW_CMD"):                                     # rp = the command's type byte
-                    need_chk = (a_d != 0) & (a_pad != 0)
                     m.next = "AW_TYPE"
                     with m.Switch(att_kind):
                         with m.Case(CMD_KV, CMD_V_PAIR):
-                            kv_new = kvc + 1 + (att_kind == CMD_V_PAIR)
-                            end = rp + 1 + 2 * a_d
-                            with m.If(qseen | (end > L) | (kv_new > a_tokens)):
+                            with m.If(Mux(att_kind == CMD_V_PAIR, aw.kv2_bad, aw.kv1_bad)):
                                 fail(ERR_LENGTH)
                             with m.Else():
-                                m.d.sync += [kvc.eq(kv_new), nxt.eq(end), chk_two.eq(1), chk_b.eq(rp + 2 * a_d)]
-                                with m.If(need_chk):
-                                    m.d.comb += rp_next.eq(rp + a_d)
+                                m.d.sync += [kvc.eq(kvc + 1 + (att_kind == CMD_V_PAIR)), nxt.eq(aw.kv_end),
+                                             chk_two.eq(1), chk_b.eq(aw.kv_chk2)]
+                                with m.If(aw.need_chk):
+                                    m.d.comb += rp_next.eq(aw.kv_chk1)
                                     m.next = "AW_CHK1"
                                 with m.Else():
-                                    m.d.comb += rp_next.eq(end)
+                                    m.d.comb += rp_next.eq(aw.kv_end)
                         with m.Case(CMD_Q):
-                            end = rp + 3 + a_d
-                            with m.If((kvc != a_tokens) | (end > L)):
+                            with m.If(aw.q_bad):
                                 fail(ERR_LENGTH)
                             with m.Else():
-                                m.d.sync += [qseen.eq(1), n_rec.eq(n_rec + 1), nxt.eq(end), chk_two.eq(0)]
-                                with m.If(need_chk):
-                                    m.d.comb += rp_next.eq(rp + 2 + a_d)
+                                m.d.sync += [qseen.eq(1), n_rec.eq(n_rec + 1), nxt.eq(aw.q_end), chk_two.eq(0)]
+                                with m.If(aw.need_chk):
+                                    m.d.comb += rp_next.eq(aw.q_chk)
                                     m.next = "AW_CHK1"
                                 with m.Else():
-                                    m.d.comb += rp_next.eq(end)
+                                    m.d.comb += rp_next.eq(aw.q_end)
                         with m.Case(CMD_CONST):
-                            with m.If(kvc != a_tokens):
+                            with m.If(aw.kv_short):
                                 fail(ERR_LENGTH)
                             with m.Else():
                                 m.d.sync += [qseen.eq(1), n_rec.eq(n_rec + 1)]
@@ -1223,7 +1236,7 @@ class Accelerator(wiring.Component):
                     m.d.comb += rp_next.eq(nxt)
                     m.next = "AW_TYPE"
                 with m.State("AW_END"):
-                    with m.If(kvc != a_tokens):
+                    with m.If(aw.kv_short):
                         fail(ERR_LENGTH)
                     with m.Elif(a_hdr_bad | bad):
                         fail(ERR_RANGE)

@@ -11,8 +11,8 @@ Weights live on chip in a memory of ``weight_rows`` rows of ``P`` int8 weights, 
 lane ``l``. Several layers (tiles of a layer) can stay resident at different bases; rows that no token in
 flight reads may be (re)loaded while the engine runs (double buffering).
 
-Structure (front FIFO F, issue stage S0, index stage S1, address stage S2, accumulate stage S3, output
-register + skid register):
+Structure (front FIFO F, issue stage S0, index stage S1, address stage S2, read stage S3, accumulate
+stage S4, output register + skid register):
 
 * **F** (2 entries; ``queue_depth`` 1 or 0 for fewer) takes a command from ``cmd`` whenever it is not full
   (``cmd.ready = ~full``, a register), validates it at once against the configuration registers (error codes, CONFIG,
@@ -30,13 +30,15 @@ register + skid register):
   without an add, so every token yields its ``G`` beats. The next entry is loaded in the cycle of the
   token's last step (or the bubble's cycle), so tokens follow each other without a gap.
 * **S1** (index) finds the spike within the selected chunk (16-bit find-first-set) and forms ``i``.
-* **S2** (address) forms the row address ``base + i * G + g`` (registered operands: the multiplier is
-  a stage of its own) and presents it to the memory's synchronous read port.
-* **S3** (accumulate) adds the row (``P`` int8 weights) to the ``P`` accumulators, starting from 0 on a
+* **S2** (address) forms the row address ``base + i * G + g`` from registered operands (the multiplier is
+  a stage of its own) into a register.
+* **S3** (read) presents that register to the memory's synchronous read port, so the address fanning
+  out to the ``P * 8 / 36`` block RAMs starts at a flip-flop.
+* **S4** (accumulate) adds the row (``P`` int8 weights) to the ``P`` accumulators, starting from 0 on a
   group's first step; a group's last step sends the sums to the output register, and the next group
   restarts at once (emission overlaps accumulation).
-* **Output**: a registered output plus one skid register. The pipeline stalls (S0 .. S3 and the read
-  port hold; F still takes commands while not full) only when S3 finishes a group while the skid
+* **Output**: a registered output plus one skid register. The pipeline stalls (S0 .. S4 and the read
+  port hold; F still takes commands while not full) only when S4 finishes a group while the skid
   register is full; ``cmd.ready`` has no combinational path from ``out.ready``.
 
 Throughput is unchanged by the pipeline (one step per cycle, the busy-cycle model of
@@ -66,7 +68,7 @@ OP_CONFIG, OP_TOKEN, OP_STATUS_CLEAR = 0, 1, 3        # op 2 is reserved (error 
 ERR_NONE, ERR_DIM, ERR_ROWS, ERR_NO_CONFIG, ERR_BITS, ERR_WADDR, ERR_OP = range(7)
 COUNTER_W = 32
 CHUNK_W = 16                   # S0 walks the spike mask in chunks of 16 inputs
-LATENCY = 6                    # first command transfer to last beat transfer = busy + LATENCY (docs s. 5)
+LATENCY = 7                    # first command transfer to last beat transfer = busy + LATENCY (docs s. 5)
 IN_MAX_LIMIT = 1024            # C_IN_MAX <= 1024: the c_in field (11 bits) can still say C_IN_MAX + 1
 ROWS_LIMIT = 1 << 16           # weight_rows <= 65536: 16-bit addresses and bases
 C_IN_W, GROUPS_W, BASE_W, SKIP_W, ADDR_W = 11, 16, 16, 16, 16
@@ -258,15 +260,15 @@ class SpikeAccumulator(wiring.Component):
         a_glast = Signal(1)                    # a_g == G - 1
         a_first = Signal(1)
 
-        # ---- S1 (index), S2 (address), S3 (accumulate) --------------------------------------------
+        # ---- S1 (index), S2 (address), S3 (read), S4 (accumulate) -----------------------------------
         def stage(prefix):
             return {n: Signal(1, name=f"{prefix}_{n}") for n in ("valid", "first", "last", "tlast", "nz", "g0")}
-        s1, s2, s3 = stage("s1"), stage("s2"), stage("s3")
+        s1, s2, s3, s4 = stage("s1"), stage("s2"), stage("s3"), stage("s4")
         s1_word = Signal(W)
         s1_cidx = Signal(range(K))
         s2_idx = Signal(range(CM))
-        s1_g, s2_g, s3_g = (Signal(range(R), name=f"s{i}_g") for i in (1, 2, 3))
-        s1_skip, s2_skip, s3_skip = (Signal(SKIP_W, name=f"s{i}_skip") for i in (1, 2, 3))
+        s1_g, s2_g, s3_g, s4_g = (Signal(range(R), name=f"s{i}_g") for i in (1, 2, 3, 4))
+        s1_skip, s2_skip, s3_skip, s4_skip = (Signal(SKIP_W, name=f"s{i}_skip") for i in (1, 2, 3, 4))
         s1_base, s2_base = Signal(range(R), name="s1_base"), Signal(range(R), name="s2_base")
         s1_groups, s2_groups = Signal(range(R + 1), name="s1_groups"), Signal(range(R + 1), name="s2_groups")
         acc = Signal(data.ArrayLayout(signed(AW), P))
@@ -277,7 +279,7 @@ class SpikeAccumulator(wiring.Component):
         emit = Signal(1)
         stall = Signal(1)
         m.d.comb += [
-            emit.eq(s3["valid"] & s3["last"]),
+            emit.eq(s4["valid"] & s4["last"]),
             stall.eq(emit & skid_valid),
         ]
 
@@ -451,26 +453,27 @@ class SpikeAccumulator(wiring.Component):
             m.d.sync += [s2_idx.eq(idx), s2_g.eq(s1_g), s2_skip.eq(s1_skip), s2_base.eq(s1_base),
                          s2_groups.eq(s1_groups)]
 
-        # ---- S2: row address, synchronous read -----------------------------------------------------
-        addr = Signal(BASE_W + C_IN_W + GROUPS_W + 1)
-        m.d.comb += [
-            addr.eq(s2_base + s2_g + s2_idx * s2_groups),
-            rd.addr.eq(addr),
-            rd.en.eq(~stall),
-        ]
+        # ---- S2: row address into a register ------------------------------------------------------
+        s3_addr = Signal.like(rd.addr)         # < R for every step a valid CONFIG admits
         with m.If(~stall):
             m.d.sync += [s3[n].eq(s2[n]) for n in s2]
-            m.d.sync += [s3_g.eq(s2_g), s3_skip.eq(s2_skip)]
+            m.d.sync += [s3_g.eq(s2_g), s3_skip.eq(s2_skip), s3_addr.eq(s2_base + s2_g + s2_idx * s2_groups)]
 
-        # ---- S3: accumulate ---------------------------------------------------------------------
+        # ---- S3: synchronous read from the address register ----------------------------------------
+        m.d.comb += [rd.addr.eq(s3_addr), rd.en.eq(~stall)]
+        with m.If(~stall):
+            m.d.sync += [s4[n].eq(s3[n]) for n in s3]
+            m.d.sync += [s4_g.eq(s3_g), s4_skip.eq(s3_skip)]
+
+        # ---- S4: accumulate ---------------------------------------------------------------------
         nxt = Signal(data.ArrayLayout(signed(AW), P))
         for lane in range(P):
-            m.d.comb += nxt[lane].eq(Mux(s3["first"], 0, acc[lane]) + Mux(s3["nz"], rd.data[lane], 0))
-        with m.If(s3["valid"] & ~s3["last"] & ~stall):
+            m.d.comb += nxt[lane].eq(Mux(s4["first"], 0, acc[lane]) + Mux(s4["nz"], rd.data[lane], 0))
+        with m.If(s4["valid"] & ~s4["last"] & ~stall):
             m.d.sync += acc.eq(nxt)
 
         beat = Signal.like(self.out.payload)
-        m.d.comb += [beat.data.eq(nxt), beat.group.eq(s3_g), beat.last.eq(s3["tlast"]), beat.skip.eq(s3_skip)]
+        m.d.comb += [beat.data.eq(nxt), beat.group.eq(s4_g), beat.last.eq(s4["tlast"]), beat.skip.eq(s4_skip)]
         new_beat = Signal(1)
         m.d.comb += new_beat.eq(emit & ~stall)
         with m.If(self.out.ready | ~self.out.valid):   # the output register is free this edge
@@ -488,8 +491,8 @@ class SpikeAccumulator(wiring.Component):
         m.d.comb += [
             st.error.eq(cmd_err | w_err),
             st.error_code.eq(error_code),
-            st.busy.eq((f_count != 0) | a_pend | s1["valid"] | s2["valid"] | s3["valid"] | self.out.valid
-                       | skid_valid),
+            st.busy.eq((f_count != 0) | a_pend | s1["valid"] | s2["valid"] | s3["valid"] | s4["valid"]
+                       | self.out.valid | skid_valid),
         ]
         ev = self.events
         m.d.comb += [

@@ -637,6 +637,10 @@ async def test_attention_errors(dut):
         (hdr + kv + bytes((0,)), pr.ERR_RANGE),
         (hdr[:6], pr.ERR_LENGTH),
         (pr.ATTENTION_HEADER.pack(0, dim, 1, 0, 16) + bytes((pr.CMD_V_PAIR,)) + bytes(2 * d), pr.ERR_LENGTH),
+        # a V pair past the token count fails at once (not at the unknown type after it)
+        (pr.ATTENTION_HEADER.pack(0, dim, 1, 0, 16) + bytes((pr.CMD_V_PAIR,)) + bytes(2 * d) + bytes((9,)),
+         pr.ERR_LENGTH),
+        (hdr + kv + bytes((pr.CMD_V_PAIR,)) + bytes(2 * d) + bytes((9,)), pr.ERR_LENGTH),
         (pr.ATTENTION_HEADER.pack(2, dim, 2, 0, 16) + kv + kv + q, pr.ERR_RANGE),       # mode
         (pr.ATTENTION_HEADER.pack(0, dim, 2, 0, 24) + kv + kv + q, pr.ERR_RANGE),       # out_bits
         (pr.ATTENTION_HEADER.pack(0, dim, 2, PC - dim + 1, 16) + kv + kv + q, pr.ERR_RANGE),
