@@ -5,7 +5,7 @@ with costs that follow the spike counts; ``docs/attention_engine.md`` is the pro
 (interface, error codes, widths, cycle model) and ``golden_model.perf.attention_cycles`` the
 executable cycle model.
 
-Structure (issue stage A, memory read B, accumulate C, beat D, one output register):
+Structure (issue stage A, memory read R, row register B, accumulate C, beat D, one output register):
 
 * **A** (issue) takes a command from ``cmd`` when it has no step left to issue, validates it
   (error codes), and turns a KV or Q token into *steps*, one per cycle. A step names one row
@@ -15,11 +15,13 @@ Structure (issue stage A, memory read B, accumulate C, beat D, one output regist
   (``for i in active(k): for g < G``), Q tokens group-major (``for g < G: for i in active(q)``)
   so that one group's ``P`` accumulators finish, go to the output register and restart while the
   next group is accumulated. The acceptance cycle issues the token's first step.
-* **B** (read) receives the KV row slice from the memory's synchronous read port and registers it
-  (zero if the row is not valid in this window), with the lane slices of ``s_V`` and ``negc``.
+* **R** (read) presents the step's registered address to the memory's synchronous read port (the
+  address fans out to every block of the memory from a flip-flop), decides whether the row is valid
+  in this window and takes the group's lane slices of ``s_V`` and ``negc``.
+* **B** registers the row slice as read (zero if the row is not valid).
 * **C** (accumulate) works from registers only. Build: ``KV[i][g] += v[g]`` written back. Two
-  read-after-write distances exist: the step one behind reads before C's write lands, so it takes
-  C's result from the ``fwd`` register (``c_hit``); the step two behind reads in the cycle of the
+  read-after-write distances exist: the step one behind read before C's write lands, so it takes
+  C's result from the ``fwd`` register (``c_hit``); the step two behind read in the cycle of the
   write, covered by the read port's transparency. Read-out: ``kacc += KV[i][g]`` and (Hamming)
   ``cacc -= 2 s_V``, starting from 0 and ``negc = -sum_i A[i][g]``.
 * **D** forms the beat from the accumulators: ``kacc`` (dot) or ``4 kacc + cacc`` (Hamming,
@@ -62,7 +64,7 @@ OP_CONFIG, OP_KV, OP_Q, OP_STATUS_CLEAR = 0, 1, 2, 3
 MODE_DOT, MODE_HAMMING = 0, 1
 ERR_NONE, ERR_COUNT, ERR_HEAD, ERR_DIM, ERR_NO_WINDOW, ERR_BITS = 0, 1, 2, 3, 4, 5
 COUNTER_W = 32
-LATENCY = 4   # a Q token's last step issued -> its last beat in the output register (A, B, C, D)
+LATENCY = 5   # a Q token's last step issued -> its last beat in the output register (A, R, B, C, D)
 
 # window states
 _W_NONE, _W_OPEN, _W_FULL, _W_BROKEN = 0, 1, 2, 3
@@ -221,6 +223,7 @@ class AttentionEngine(wiring.Component):
         w_lowmask = Signal(D)                  # bits [0, dim)
         w_tokens = Signal(range(self.max_tokens + 1))
         w_kv = Signal(range(self.max_tokens + 1))
+        w_one_left = Signal(1)                 # w_kv + 1 == w_tokens (a V pair would overfill the window)
         error = Signal(1)
         error_code = Signal(4)
 
@@ -240,43 +243,24 @@ class AttentionEngine(wiring.Component):
         a_skip = Signal(16)
         a_const = Signal(1)
 
-        # ---- stage B: the memory read ---------------------------------------------------------
-        b_valid = Signal(1)
-        b_read = Signal(1)
-        b_addr = Signal.like(rd.addr)
-        b_i = Signal(range(D))
-        b_g = Signal(range(GM))
-        b_vs = Signal(P)
-        b_setvalid = Signal(1)
-        b_first = Signal(1)
-        b_last = Signal(1)
-        b_tlast = Signal(1)
-        b_nz = Signal(1)
-        b_mode = Signal(1)
-        b_skip = Signal(16)
-        b_const = Signal(1)
-        b_head = Signal(range(NH))
+        # ---- a step's record, registered in R (the memory read), B (the row arrives) and C -----------
+        step = data.StructLayout({
+            "valid": 1, "read": 1, "addr": len(rd.addr), "i": range(D), "g": range(GM), "vs": P,
+            "setvalid": 1, "first": 1, "last": 1, "tlast": 1, "nz": 1, "mode": 1, "skip": 16, "const": 1,
+            "head": range(NH),
+        })
+        r = Signal(step)
+        b = Signal(step)
+        c = Signal(step)
+        b_row_ok = Signal(1)                   # row b.i is valid in this window (decided in R)
+        b_sv = Signal(data.ArrayLayout(unsigned(KV_W), P))      # s_V of group b.g (taken in R)
+        b_negc = Signal(data.ArrayLayout(signed(OUT_W), P))     # negc of group b.g
 
         # ---- stage C (write-back, accumulate) and stage D (beat) --------------------------------
-        c_valid = Signal(1)
-        c_read = Signal(1)
-        c_addr = Signal.like(rd.addr)
-        c_i = Signal(range(D))
-        c_g = Signal(range(GM))
-        c_vs = Signal(P)
-        c_setvalid = Signal(1)
-        c_first = Signal(1)
-        c_last = Signal(1)
-        c_tlast = Signal(1)
-        c_nz = Signal(1)
-        c_mode = Signal(1)
-        c_skip = Signal(16)
-        c_const = Signal(1)
-        c_head = Signal(range(NH))
         c_hit = Signal(1)                      # C's row slice is the one the step before it writes
         c_old = Signal(data.ArrayLayout(unsigned(KV_W), P))     # the row slice as read (0 if not valid)
-        c_sv = Signal(data.ArrayLayout(unsigned(KV_W), P))      # s_V of group c_g
-        c_negc = Signal(data.ArrayLayout(signed(OUT_W), P))     # negc of group c_g
+        c_sv = Signal(data.ArrayLayout(unsigned(KV_W), P))      # s_V of group c.g
+        c_negc = Signal(data.ArrayLayout(signed(OUT_W), P))     # negc of group c.g
         fwd = Signal(data.ArrayLayout(unsigned(KV_W), P))       # the last write-back
         # read-out accumulators: kacc = sum KV[i][g] over the group's rows so far (<= D * N), cacc =
         # negc - 2 s_V per row so far (-3 D N <= cacc <= D N); the beat is kacc (dot) or
@@ -340,7 +324,7 @@ class AttentionEngine(wiring.Component):
                         with m.Case(_W_OPEN):
                             with m.If(high_a | high_b):
                                 m.d.comb += [raise_err.eq(1), err_code_new.eq(ERR_BITS)]
-                            with m.Elif(pair & (w_kv + 1 == w_tokens)):
+                            with m.Elif(pair & w_one_left):
                                 m.d.comb += [raise_err.eq(1), err_code_new.eq(ERR_COUNT)]
                             with m.Else():
                                 m.d.comb += accept_kv.eq(1)
@@ -364,7 +348,7 @@ class AttentionEngine(wiring.Component):
             m.d.sync += [
                 error.eq(0), error_code.eq(ERR_NONE), w_state.eq(_W_OPEN),
                 w_head.eq(cmd.head), w_mode.eq(cmd.mode), w_dim.eq(cmd.dim),
-                w_tokens.eq(cmd.tokens), w_kv.eq(0),
+                w_tokens.eq(cmd.tokens), w_kv.eq(0), w_one_left.eq(cmd.tokens == 1),
             ]
             with m.If(cmd.tokens == 0):  # an empty window is complete at once (KV = 0, s_V = 0)
                 m.d.sync += w_state.eq(_W_FULL)
@@ -375,7 +359,7 @@ class AttentionEngine(wiring.Component):
         with m.If(take & (cmd.op == OP_STATUS_CLEAR)):
             m.d.sync += [error.eq(0), error_code.eq(ERR_NONE), w_state.eq(_W_NONE)]
         with m.If(accept_kv):
-            m.d.sync += w_kv.eq(w_kv + 1 + pair)
+            m.d.sync += [w_kv.eq(w_kv + 1 + pair), w_one_left.eq(w_kv + 2 + pair == w_tokens)]
             with m.If(w_kv + 1 + pair == w_tokens):
                 m.d.sync += w_state.eq(_W_FULL)
         # s_V / negc take a KV token's update one cycle after its acceptance (registered: the popcount is
@@ -443,14 +427,12 @@ class AttentionEngine(wiring.Component):
         addr = Signal.like(rd.addr)
         m.d.comb += addr.eq((w_head * D + idx) * GM + cur_g)
 
-        m.d.comb += [rd.addr.eq(addr), rd.en.eq(~stall)]
-
         with m.If(~stall):
             m.d.sync += [
-                b_valid.eq(issue), b_read.eq(cur_read), b_addr.eq(addr), b_i.eq(idx), b_g.eq(cur_g),
-                b_vs.eq(group_slice(cur_v, cur_g)), b_setvalid.eq(g_last), b_first.eq(cur_first),
-                b_last.eq(i_last), b_tlast.eq(i_last & g_last), b_nz.eq(cur_nz), b_mode.eq(w_mode),
-                b_skip.eq(cur_skip), b_const.eq(cur_const), b_head.eq(w_head),
+                r.valid.eq(issue), r.read.eq(cur_read), r.addr.eq(addr), r.i.eq(idx), r.g.eq(cur_g),
+                r.vs.eq(group_slice(cur_v, cur_g)), r.setvalid.eq(g_last), r.first.eq(cur_first),
+                r.last.eq(i_last), r.tlast.eq(i_last & g_last), r.nz.eq(cur_nz), r.mode.eq(w_mode),
+                r.skip.eq(cur_skip), r.const.eq(cur_const), r.head.eq(w_head),
             ]
         with m.If(issue):
             m.d.sync += [a_q.eq(cur_q), a_v.eq(cur_v), a_read.eq(cur_read), a_nz.eq(cur_nz),
@@ -466,52 +448,56 @@ class AttentionEngine(wiring.Component):
                 with m.Else():
                     m.d.sync += [a_mask.eq(cur_mask), a_g.eq(cur_g + 1), a_pend.eq(1)]
 
-        # ---- stage B: the row slice arrives; forwarding decisions ---------------------------
-        # C holds the step issued one cycle before B's: its write-back is not in the memory yet (it
-        # lands this cycle), so a B step on the same row slice takes C's result (c_hit -> fwd). The
-        # step two ahead wrote in the cycle B's row was read, which the read port's transparency
-        # covers; older writes are in the memory.
+        # ---- stages R and B: the memory read from a registered address; forwarding decisions --------
+        # A step reads its row slice in R and writes it back in C, two cycles later. When a step is in B,
+        # C holds the step issued one cycle before: that write-back lands in this cycle, after the read,
+        # so a B step on the same row slice takes C's result (c_hit -> fwd). The step two ahead wrote in
+        # the cycle of the read, which the read port's transparency covers; older writes are in the
+        # memory. R decides whether its row is valid in this window from the valid bits plus the pending
+        # sets of B and C, and takes the group's s_V / negc slices, both before a CONFIG taken in the same
+        # cycle clears them; a CONFIG cancels the sets of old-window steps in R and B.
+        b_build = Signal(1)
         c_build = Signal(1)
-        m.d.comb += c_build.eq(c_valid & ~c_read)
-        row_ok = Signal(1)                     # row b_i written in this window, C's pending set included
-        m.d.comb += row_ok.eq(row_valid.bit_select(b_i, 1) | (c_build & c_setvalid & (c_i == b_i)))
+        m.d.comb += [b_build.eq(b.valid & ~b.read), c_build.eq(c.valid & ~c.read)]
+        m.d.comb += [rd.addr.eq(r.addr), rd.en.eq(~stall)]
         with m.If(~stall):
             m.d.sync += [
-                c_valid.eq(b_valid), c_read.eq(b_read), c_addr.eq(b_addr), c_i.eq(b_i), c_g.eq(b_g),
-                c_vs.eq(b_vs), c_setvalid.eq(b_setvalid & ~cfg_ok), c_first.eq(b_first), c_last.eq(b_last),
-                c_tlast.eq(b_tlast), c_nz.eq(b_nz), c_mode.eq(b_mode), c_skip.eq(b_skip), c_const.eq(b_const),
-                c_head.eq(b_head), c_hit.eq(c_build & (b_addr == c_addr)),
+                b.eq(r), b.setvalid.eq(r.setvalid & ~cfg_ok),
+                b_row_ok.eq(row_valid.bit_select(r.i, 1) | (b_build & b.setvalid & (b.i == r.i))
+                            | (c_build & c.setvalid & (c.i == r.i))),
+                c.eq(b), c.setvalid.eq(b.setvalid & ~cfg_ok), c_hit.eq(c_build & (b.addr == c.addr)),
+                c_sv.eq(b_sv), c_negc.eq(b_negc),
             ]
             for lane in range(P):
                 m.d.sync += [
-                    c_old[lane].eq(Mux(row_ok, rd.data[lane], 0)),
-                    c_sv[lane].eq(Array(s_v[g * P + lane] for g in range(GM))[b_g]),
-                    c_negc[lane].eq(Array(negc[g * P + lane] for g in range(GM))[b_g]),
+                    b_sv[lane].eq(Array(s_v[g * P + lane] for g in range(GM))[r.g]),
+                    b_negc[lane].eq(Array(negc[g * P + lane] for g in range(GM))[r.g]),
+                    c_old[lane].eq(Mux(b_row_ok, rd.data[lane], 0)),
                 ]
 
         # ---- stage C: build write-back and read-out accumulate ------------------------------
         old = [Mux(c_hit, fwd[lane], c_old[lane]) for lane in range(P)]
         new_row = Signal(data.ArrayLayout(unsigned(KV_W), P))
         for lane in range(P):
-            m.d.comb += new_row[lane].eq(old[lane] + c_vs[lane])
-        m.d.comb += [wr.addr.eq(c_addr), wr.data.eq(new_row), wr.en.eq(c_build & ~stall)]
+            m.d.comb += new_row[lane].eq(old[lane] + c.vs[lane])
+        m.d.comb += [wr.addr.eq(c.addr), wr.data.eq(new_row), wr.en.eq(c_build & ~stall)]
         with m.If(~stall):
             m.d.sync += fwd.eq(new_row)
-            with m.If(c_build & c_setvalid):
-                m.d.sync += row_valid.bit_select(c_i, 1).eq(1)
+            with m.If(c_build & c.setvalid):
+                m.d.sync += row_valid.bit_select(c.i, 1).eq(1)
         with m.If(cfg_ok):  # after the set above: a new window wins over the old window's last write
             m.d.sync += row_valid.eq(0)
 
-        with m.If(c_valid & c_read & ~stall):
+        with m.If(c.valid & c.read & ~stall):
             for lane in range(P):
                 m.d.sync += [
-                    kacc[lane].eq(Mux(c_first, 0, kacc[lane]) + Mux(c_nz, old[lane], 0)),
-                    cacc[lane].eq(Mux(c_first, c_negc[lane], cacc[lane]) - Mux(c_nz, c_sv[lane] * 2, 0)),
+                    kacc[lane].eq(Mux(c.first, 0, kacc[lane]) + Mux(c.nz, old[lane], 0)),
+                    cacc[lane].eq(Mux(c.first, c_negc[lane], cacc[lane]) - Mux(c.nz, c_sv[lane] * 2, 0)),
                 ]
         with m.If(~stall):
             m.d.sync += [
-                d_emit.eq(c_valid & c_read & c_last), d_mode.eq(c_mode), d_g.eq(c_g), d_tlast.eq(c_tlast),
-                d_skip.eq(c_skip), d_const.eq(c_const), d_head.eq(c_head),
+                d_emit.eq(c.valid & c.read & c.last), d_mode.eq(c.mode), d_g.eq(c.g), d_tlast.eq(c.tlast),
+                d_skip.eq(c.skip), d_const.eq(c.const), d_head.eq(c.head),
             ]
 
         # ---- stage D: a finished group's beat (dot: sum KV; Hamming: 4 sum KV + cacc) ---------
@@ -537,7 +523,7 @@ class AttentionEngine(wiring.Component):
         m.d.comb += [
             st.error.eq(error),
             st.error_code.eq(error_code),
-            st.busy.eq(a_pend | b_valid | c_valid | d_emit | self.out.valid | skid_valid),
+            st.busy.eq(a_pend | r.valid | b.valid | c.valid | d_emit | self.out.valid | skid_valid),
         ]
         counters = [st.busy_cycles, st.starved_cycles, st.blocked_cycles, st.spikes, st.acc_ops]
         s_valid = Signal(1)                    # spikes: popcount(k) / popcount(q) one cycle after acceptance
