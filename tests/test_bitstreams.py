@@ -93,8 +93,9 @@ def test_pipeline_keeps_the_in_flight_limit():
 
 
 def test_smoke_synthesis_ecp5(tmp_path):
-    """The smallest ECP5 board top through Yosys synth_ecp5 (no P&R): it synthesises, uses block RAM and
-    multipliers, and fits the LFE5U-85F."""
+    """The smallest ECP5 board top through Yosys synth_ecp5 (no P&R) as the builds run it: ABC9, and
+    the classic-ABC flow when ABC9 fails (Yosys 0.70 does, on this top). It synthesises, uses block RAM
+    and multipliers, and fits the LFE5U-85F."""
     from bitstreams.build import synth_stats
 
     stats = synth_stats("ulx3s-85f-p8", build_root=tmp_path)
