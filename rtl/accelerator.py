@@ -685,6 +685,11 @@ class Accelerator(wiring.Component):
         f_last_c = Signal()                                  # f_c is the token's last channel (LIF_LO)
         f_xlo = Signal(8)
         f_vold = Signal(signed(16))                          # the membrane before the step
+        # the lane select from the membrane row in two registered steps, so that no P:1 multiplexer
+        # follows the block RAM's output: LIF_LO keeps lane f_lane % 8 of each group of 8 lanes (f_vgrp),
+        # LIF_HI picks the group (f_lane // 8)
+        LG1 = min(LGP, 3)
+        f_vgrp = Array(Signal(signed(16), name=f"f_vgrp{k}") for k in range(P >> LG1))
         f_diff = Signal(signed(17))                          # x - v
         f_prod = Signal(signed(34))                          # (x - v) * L
         f_bits = Signal(8)
@@ -1137,12 +1142,15 @@ class Accelerator(wiring.Component):
                 with m.Else():
                     m.next = "LIF_LO"
             with m.State("LIF_LO"):                                     # membrane row mrow is on the port
-                m.d.sync += [f_xlo.eq(fb_byte), f_vold.eq(Mux(f_first[0], 0, v_rd.data[f_lane])),
-                             f_last_c.eq(f_c == f_ch - 1), f_row_next.eq(f_tok_row + f_gc)]
+                for k in range(P >> LG1):
+                    group = Array(v_rd.data[(k << LG1) + j] for j in range(1 << LG1))
+                    m.d.sync += f_vgrp[k].eq(group[f_lane[:LG1]] if LG1 else group[0])
+                m.d.sync += [f_xlo.eq(fb_byte), f_last_c.eq(f_c == f_ch - 1), f_row_next.eq(f_tok_row + f_gc)]
                 m.d.comb += rp_next.eq(rp + 1)
                 m.next = "LIF_HI"
             with m.State("LIF_HI"):
-                m.d.sync += f_diff.eq(Cat(f_xlo, fb_byte).as_signed() - f_vold)
+                vold = Mux(f_first[0], 0, f_vgrp[f_lane[LG1:]] if LGP > LG1 else f_vgrp[0])
+                m.d.sync += [f_vold.eq(vold), f_diff.eq(Cat(f_xlo, fb_byte).as_signed() - vold)]
                 m.d.comb += rp_next.eq(rp + 1)
                 m.next = "LIF_MUL"
             with m.State("LIF_MUL"):
