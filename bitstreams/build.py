@@ -322,7 +322,7 @@ def _resources(cfg: BoardConfig, util: dict, ystat: dict) -> dict[str, list[int]
 
 def write_report(cfg: BoardConfig, *, clocks: dict, resources: dict, cells: dict, yosys_cells: dict,
                  tools: dict, seconds: float, bitstream: str | None, out_dir: Path = REPORTS,
-                 fits: bool = True, synth_opts: str = "") -> dict:
+                 fits: bool = True, synth_opts: str = "", commit: str | None = None) -> dict:
     dev = DEVICES[cfg.board]
     rep = {
         "name": cfg.name, "board": cfg.board, "device": dev["device"], "description": cfg.description,
@@ -330,7 +330,7 @@ def write_report(cfg: BoardConfig, *, clocks: dict, resources: dict, cells: dict
         "timing_met": fits and bool(clocks) and all(c["met"] for c in clocks.values()),
         "resources": resources, "nextpnr_cells": cells, "yosys_cells": yosys_cells, "tools": tools,
         "synth_opts": synth_opts,
-        "commit": git_commit(), "build_seconds": round(seconds, 1), "bitstream": bitstream,
+        "commit": commit or git_commit(), "build_seconds": round(seconds, 1), "bitstream": bitstream,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -381,6 +381,7 @@ def build_config(name: str, *, build_root: Path = BUILD_ROOT, report_dir: Path =
     t0 = time.monotonic()
     echo(f"{cfg.name}: {cfg.board}, {cfg.clock_hz / 1e6:g} MHz, {cfg.baud:,} baud -> {build_dir}")
     family = DEVICES[cfg.board]["family"]
+    commit = git_commit()                   # the sources as elaborated (they may change during the build)
     prepare(cfg, build_dir)
     rc = _run_script(build_dir, build_dir / "build.log", echo)
     synth_opts = _mapper_label(cfg, "abc9")
@@ -407,7 +408,7 @@ def build_config(name: str, *, build_root: Path = BUILD_ROOT, report_dir: Path =
         seconds = time.monotonic() - t0
         return write_report(cfg, clocks=clocks, resources=_resources(cfg, util, ystat), cells=util,
                             yosys_cells=ystat, tools=tool_versions(), seconds=seconds, bitstream=None,
-                            out_dir=report_dir, fits=False, synth_opts=synth_opts)
+                            out_dir=report_dir, fits=False, synth_opts=synth_opts, commit=commit)
     if rc != 0 or not clocks:
         tail = (build_dir / "build.log").read_text(errors="replace")[-3000:]
         raise RuntimeError(f"{cfg.name}: the tool flow failed (exit {rc}); log {build_dir / 'build.log'}:\n{tail}")
@@ -415,7 +416,7 @@ def build_config(name: str, *, build_root: Path = BUILD_ROOT, report_dir: Path =
     rep = write_report(cfg, clocks=clocks, resources=_resources(cfg, util, ystat), cells=util, yosys_cells=ystat,
                        tools=tool_versions(), seconds=seconds,
                        bitstream=str(bit.relative_to(REPO_ROOT)) if bit else None, out_dir=report_dir,
-                       synth_opts=synth_opts)
+                       synth_opts=synth_opts, commit=commit)
     for cname, v in clocks.items():
         echo(f"  clock {cname}: Fmax {v['fmax_mhz']:.2f} MHz, constraint {v['constraint_mhz']:.2f} MHz "
              f"-> {'met' if v['met'] else 'FAILED'}")
