@@ -613,20 +613,28 @@ class Accelerator(wiring.Component):
                 m.d.sync += [be_rem.eq(be_n), be_chan.eq(be_pbase), be_prefix.eq(be_att),
                              be_raw.eq(att_raw)]
 
-        # requant pipeline: q1 parameter read, q2 product, q3 shift by S - 1, q4 rounding (+ 1, >> 1), q5 offset add,
-        # q6 saturate (and the raw header bytes), writer
-        q1_valid, q2_valid, q3_valid, q4_valid, q5_valid, q6_valid = (Signal(name=f"q{i}_valid") for i in range(1, 7))
-        q1_raw, q2_raw, q3_raw, q4_raw, q5_raw = (Signal(name=f"q{i}_raw") for i in range(1, 6))
-        q1_rawd, q2_rawd, q3_rawd, q4_rawd, q5_rawd = (Signal(24, name=f"q{i}_rawd") for i in range(1, 6))
+        # requant pipeline: q1 parameter read, qp parameters registered, q2 product, q3 shift by S - 1, q4 rounding
+        # (+ 1, >> 1) and B registered, q5 offset add, q6 saturate (and the raw header bytes), writer. Every block
+        # RAM output lands in a register (the ECP5's DP16KD clock-to-output is 5.8 ns, nextpnr's model)
+        q1_valid, qp_valid, q2_valid, q3_valid, q4_valid, q5_valid, q6_valid = (
+            Signal(name=f"q{i}_valid") for i in ("1", "p", "2", "3", "4", "5", "6"))
+        q1_raw, qp_raw, q2_raw, q3_raw, q4_raw, q5_raw = (
+            Signal(name=f"q{i}_raw") for i in ("1", "p", "2", "3", "4", "5"))
+        q1_rawd, qp_rawd, q2_rawd, q3_rawd, q4_rawd, q5_rawd = (
+            Signal(24, name=f"q{i}_rawd") for i in ("1", "p", "2", "3", "4", "5"))
         # round half up as (((acc * M) >> (S - 1)) + 1) >> 1, which equals (acc * M + 2**(S-1)) >> S for
         # S >= 1 (write acc * M = q * 2**(S-1) + r, 0 <= r < 2**(S-1)), so no stage is wider than the product
         q1_acc = Signal(signed(W))
+        qp_acc = Signal(signed(W))
+        qp_m = Signal(signed(16))
+        qp_s = Signal(6)
         q2_prod = Signal(signed(W + 16))                     # acc * M, M an i16
         q2_s = Signal(6)
         chan_w = max(1, (PC - 1).bit_length())
-        q1_chan, q2_chan, q3_chan = (Signal(chan_w, name=f"q{i}_chan") for i in range(1, 4))   # B's address
+        q1_chan, qp_chan, q2_chan = (Signal(chan_w, name=f"q{i}_chan") for i in ("1", "p", "2"))   # B's address
         q3_t = Signal(signed(W + 16))                        # (acc * M) >> (S - 1)
         q4_sh = Signal(signed(W + 16))                       # (... + 1) >> 1
+        q4_b = Signal(signed(32))                            # B, read while q2 / q3 hold the value
         q5_y = Signal(signed(max(W + 16, 32) + 1))           # ... + B
         q6_y = Signal(32)
         q6_n = Signal(3)
@@ -636,7 +644,7 @@ class Accelerator(wiring.Component):
         it_take = Signal()
         m.d.comb += [ce.eq(~q6_valid | (wn <= 1)), it_take.eq(be_valid & ce)]
         m.d.comb += [prm_m_rd.addr.eq(be_chan), prm_m_rd.en.eq(ce), prm_s_rd.addr.eq(be_chan), prm_s_rd.en.eq(ce),
-                     prb_rd.addr.eq(q3_chan), prb_rd.en.eq(ce)]
+                     prb_rd.addr.eq(q2_chan), prb_rd.en.eq(ce)]
         with m.If(it_take):
             with m.If(be_prefix):
                 m.d.sync += be_prefix.eq(0)
@@ -648,19 +656,21 @@ class Accelerator(wiring.Component):
         with m.If(ce):
             m.d.sync += [q1_valid.eq(it_take), q1_raw.eq(be_prefix), q1_acc.eq(be_data[0]), q1_rawd.eq(be_raw),
                          q1_chan.eq(be_chan)]
-            m.d.sync += [q2_valid.eq(q1_valid), q2_raw.eq(q1_raw), q2_rawd.eq(q1_rawd), q2_chan.eq(q1_chan),
-                         q2_prod.eq(q1_acc * prm_m_rd.data.as_signed()), q2_s.eq(prm_s_rd.data)]
-            m.d.sync += [q3_valid.eq(q2_valid), q3_raw.eq(q2_raw), q3_rawd.eq(q2_rawd), q3_chan.eq(q2_chan),
+            m.d.sync += [qp_valid.eq(q1_valid), qp_raw.eq(q1_raw), qp_rawd.eq(q1_rawd), qp_chan.eq(q1_chan),
+                         qp_acc.eq(q1_acc), qp_m.eq(prm_m_rd.data.as_signed()), qp_s.eq(prm_s_rd.data)]
+            m.d.sync += [q2_valid.eq(qp_valid), q2_raw.eq(qp_raw), q2_rawd.eq(qp_rawd), q2_chan.eq(qp_chan),
+                         q2_prod.eq(qp_acc * qp_m), q2_s.eq(qp_s)]
+            m.d.sync += [q3_valid.eq(q2_valid), q3_raw.eq(q2_raw), q3_rawd.eq(q2_rawd),
                          q3_t.eq(q2_prod >> (q2_s - 1)[:6])]
-            m.d.sync += [q4_valid.eq(q3_valid), q4_raw.eq(q3_raw), q4_rawd.eq(q3_rawd), q4_sh.eq((q3_t + 1) >> 1)]
-            m.d.sync += [q5_valid.eq(q4_valid), q5_raw.eq(q4_raw), q5_rawd.eq(q4_rawd),
-                         q5_y.eq(q4_sh + prb_rd.data.as_signed())]
+            m.d.sync += [q4_valid.eq(q3_valid), q4_raw.eq(q3_raw), q4_rawd.eq(q3_rawd), q4_sh.eq((q3_t + 1) >> 1),
+                         q4_b.eq(prb_rd.data.as_signed())]
+            m.d.sync += [q5_valid.eq(q4_valid), q5_raw.eq(q4_raw), q5_rawd.eq(q4_rawd), q5_y.eq(q4_sh + q4_b)]
             sat_y = Mux(be_ob_sel == 2, _sat(q5_y, 32), Mux(be_ob_sel == 1, _sat(q5_y, 16), _sat(q5_y, 8)))
             m.d.sync += [q6_valid.eq(q5_valid), q6_y.eq(Mux(q5_raw, q5_rawd, sat_y[:32])),
                          q6_n.eq(Mux(q5_raw, 3, C(1, 3) << be_ob_sel))]
         be_idle = Signal()
-        m.d.comb += be_idle.eq(~be_valid & ~q1_valid & ~q2_valid & ~q3_valid & ~q4_valid & ~q5_valid & ~q6_valid
-                               & (wn == 0))
+        m.d.comb += be_idle.eq(~be_valid & ~q1_valid & ~qp_valid & ~q2_valid & ~q3_valid & ~q4_valid & ~q5_valid
+                               & ~q6_valid & (wn == 0))
 
         # response buffer writes: the writer, or (in their states) LIF spikes, INFO / COUNTERS, engine errors
         optr = Signal(range(MP + 1))
