@@ -3,8 +3,8 @@
 ``SerialAccelerator`` is what a board's USB-serial bridge (an FTDI) talks to, and what the cocotb
 test ``sim/tb_serial_top.py`` runs in Verilator with a UART model on its pins::
 
-    uart_rx ──> UARTRx(divisor) ──> RX FIFO (fifo_depth bytes) ──> Accelerator.rx
-    uart_tx <── UARTTx(divisor) <───────────────────────────────── Accelerator.tx
+    uart_rx ──> UARTRx(divisor) ──> RX FIFO (fifo_depth bytes) ──> register ──> Accelerator.rx
+    uart_tx <── UARTTx(divisor) <────────────────────────────────────────────── Accelerator.tx
 
 Flow control. A UART has none, and :class:`rtl.accelerator.Accelerator` drops ``rx.ready`` while a
 finished frame waits for, or runs in, its executor. The RX FIFO absorbs the bytes that arrive
@@ -97,7 +97,13 @@ class SerialAccelerator(wiring.Component):
 
         m.d.comb += [urx.rx.eq(self.uart_rx), self.uart_tx.eq(utx.tx)]
         m.d.comb += [rxf.w_data.eq(urx.out.payload), rxf.w_en.eq(urx.out.valid), urx.out.ready.eq(rxf.w_rdy)]
-        m.d.comb += [acc.rx.payload.eq(rxf.r_data), acc.rx.valid.eq(rxf.r_rdy), rxf.r_en.eq(acc.rx.ready)]
+        # a register between the FIFO's block RAM and the accelerator's frame receiver (the ECP5 block RAM's
+        # clock-to-output leaves no time for the receiver's decode behind it); one more byte of buffering
+        rx_valid, rx_data = Signal(), Signal(8)
+        m.d.comb += rxf.r_en.eq(~rx_valid | acc.rx.ready)
+        with m.If(rxf.r_en):
+            m.d.sync += [rx_valid.eq(rxf.r_rdy), rx_data.eq(rxf.r_data)]
+        m.d.comb += [acc.rx.payload.eq(rx_data), acc.rx.valid.eq(rx_valid)]
         wiring.connect(m, acc.tx, utx.inp)
 
         # error counters (saturating) and the sticky error flag
