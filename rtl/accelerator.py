@@ -1053,16 +1053,19 @@ class Accelerator(wiring.Component):
                 with m.If(l_rows_over | (mul_p > l_out_lim)):           # (mul_p << sel) + 1 > MP
                     fail(ERR_RANGE)
                 with m.Elif(l_pad_tok):
-                    m.d.sync += i_cnt.eq(0)
+                    m.d.sync += [i_cnt.eq(0), bad.eq(0)]
                     m.next = "LIN_PAD"
                 with m.Else():
                     m.next = "LIN_WM"
             with m.State("LIN_PAD"):                                    # fb_byte = last byte of token i
                 m.d.comb += [rp_next.eq(rp + l_B_r), sp_next.eq(l_wbase)]   # whatever fb_byte says
-                m.d.sync += i_cnt.eq(i_cnt + 1)
-                with m.If((fb_byte & l_pad) != 0):
+                m.d.sync += [i_cnt.eq(i_cnt + 1), bad.eq(bad | ((fb_byte & l_pad) != 0))]
+                with m.If(i_cnt == l_tok_m1):
+                    m.next = "LIN_PADCHK"
+            with m.State("LIN_PADCHK"):                                 # a padding bit of any token: registered
+                with m.If(bad):
                     fail(ERR_RANGE)
-                with m.Elif(i_cnt == l_tok_m1):
+                with m.Else():
                     m.next = "LIN_WM"
             with m.State("LIN_WM"):
                 scan(wm_rd.data, ERR_UNLOADED, "LIN_PM", then_sp=l_pbase, then_count=l_cout)
@@ -1279,52 +1282,69 @@ class Accelerator(wiring.Component):
                         m.d.sync += acv.eq(0)
                         m.d.comb += rp_next.eq(_ATT_HDR)
                         m.next = "ATT_TYPE"
+                # ATT_TYPE registers the command's type byte and what follows from it; the next state,
+                # ATT_FIRST, is the type's first state (ATT_A, ATT_SKIP_LO or ATT_SEND), chosen from the
+                # registered type, so no frame-buffer byte decides a state (the block RAM's clock-to-output
+                # leaves no time for that), and the cycle counts are those of a direct branch
                 with m.State("ATT_TYPE"):
                     m.d.comb += att_run.eq(1)
                     with m.If(rp == L):
                         m.next = "ATT_DRAIN"
                     with m.Else():
-                        m.d.sync += [att_kind.eq(fb_byte), j_cnt.eq(0)]
+                        is_kv = (fb_byte == CMD_KV) | (fb_byte == CMD_V_PAIR)
+                        is_const = ~is_kv & (fb_byte != CMD_Q)
+                        m.d.sync += [att_kind.eq(fb_byte), j_cnt.eq(0), aop.eq(Mux(is_kv, ATT_KV, ATT_Q)),
+                                     amode.eq(Mux(is_kv, fb_byte == CMD_V_PAIR, is_const)), acv.eq(is_const)]
                         m.d.comb += rp_next.eq(rp + 1)
-                        with m.Switch(fb_byte):
-                            with m.Case(CMD_KV, CMD_V_PAIR):
-                                m.d.sync += [aop.eq(ATT_KV), amode.eq(fb_byte == CMD_V_PAIR)]
-                                m.next = "ATT_A"
-                            with m.Case(CMD_Q):
-                                m.d.sync += [aop.eq(ATT_Q), amode.eq(0)]
-                                m.next = "ATT_SKIP_LO"
-                            with m.Default():                               # CMD_CONST
-                                m.d.sync += [aop.eq(ATT_Q), amode.eq(1), acv.eq(1)]
-                                m.next = "ATT_SEND"
-                with m.State("ATT_SKIP_LO"):
+                        m.next = "ATT_FIRST"
+                jw = max(1, (len(att_a) // 8 - 1).bit_length())
+
+                def att_skip_lo():
                     m.d.comb += [att_run.eq(1), rp_next.eq(rp + 1)]
                     m.d.sync += att_skip[:8].eq(fb_byte)
                     m.next = "ATT_SKIP_HI"
-                with m.State("ATT_SKIP_HI"):
+
+                def att_bitmap(reg, then):
                     m.d.comb += [att_run.eq(1), rp_next.eq(rp + 1)]
-                    m.d.sync += att_skip[8:].eq(fb_byte)
-                    m.next = "ATT_A"
-                jw = max(1, (len(att_a) // 8 - 1).bit_length())
-                for state, reg, then in (("ATT_A", att_a, None), ("ATT_B", att_b, "ATT_SEND")):
-                    with m.State(state):
-                        m.d.comb += [att_run.eq(1), rp_next.eq(rp + 1)]
-                        m.d.sync += [reg.word_select(j_cnt[:jw], 8).eq(fb_byte), j_cnt.eq(j_cnt + 1)]
-                        with m.If(j_cnt == a_d - 1):
-                            m.d.sync += j_cnt.eq(0)
-                            if then is None:                                # a Q token has no second bitmap
-                                with m.If(att_kind == CMD_Q):
-                                    m.d.sync += acv.eq(1)
-                                    m.next = "ATT_SEND"
-                                with m.Else():
-                                    m.next = "ATT_B"
-                            else:
+                    m.d.sync += [reg.word_select(j_cnt[:jw], 8).eq(fb_byte), j_cnt.eq(j_cnt + 1)]
+                    with m.If(j_cnt == a_d - 1):
+                        m.d.sync += j_cnt.eq(0)
+                        if then is None:                                # a Q token has no second bitmap
+                            with m.If(att_kind == CMD_Q):
                                 m.d.sync += acv.eq(1)
-                                m.next = then
-                with m.State("ATT_SEND"):                                   # the KV / Q command is valid
+                                m.next = "ATT_SEND"
+                            with m.Else():
+                                m.next = "ATT_B"
+                        else:
+                            m.d.sync += acv.eq(1)
+                            m.next = then
+
+                def att_send():                                         # the KV / Q command is valid
                     m.d.comb += att_run.eq(1)
                     with m.If(att.cmd.ready):
                         m.d.sync += acv.eq(0)
                         m.next = "ATT_TYPE"
+
+                with m.State("ATT_FIRST"):
+                    with m.Switch(att_kind):
+                        with m.Case(CMD_KV, CMD_V_PAIR):
+                            att_bitmap(att_a, None)
+                        with m.Case(CMD_Q):
+                            att_skip_lo()
+                        with m.Default():                               # CMD_CONST
+                            att_send()
+                with m.State("ATT_SKIP_LO"):
+                    att_skip_lo()
+                with m.State("ATT_SKIP_HI"):
+                    m.d.comb += [att_run.eq(1), rp_next.eq(rp + 1)]
+                    m.d.sync += att_skip[8:].eq(fb_byte)
+                    m.next = "ATT_A"
+                with m.State("ATT_A"):
+                    att_bitmap(att_a, None)
+                with m.State("ATT_B"):
+                    att_bitmap(att_b, "ATT_SEND")
+                with m.State("ATT_SEND"):
+                    att_send()
                 with m.State("ATT_DRAIN"):
                     m.d.comb += att_run.eq(1)
                     with m.If(~att.status.busy & be_idle):

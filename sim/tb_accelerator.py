@@ -434,10 +434,11 @@ async def test_linear_errors(dut):
         (pr.LINEAR_HEADER.pack(0, c_out, 0, 0, 8, 0), pr.ERR_RANGE),
         (lin(x[:0]), pr.OK),                                             # tokens = 0: an empty response
     ]
-    if c_in % 8:                                                         # a padding bit set
-        bad = bytearray(lin(x))
-        bad[pr.LINEAR_HEADER.size + 2 * pr.nbytes_bits(c_in) - 1] |= 0x80
-        cases.append((bytes(bad), pr.ERR_RANGE))
+    if c_in % 8:                                                         # a padding bit set: the first,
+        for tok in sorted({0, 1, len(x) - 1}):                           # the second, the last token
+            bad = bytearray(lin(x))
+            bad[pr.LINEAR_HEADER.size + (tok + 1) * pr.nbytes_bits(c_in) - 1] |= 0x80
+            cases.append((bytes(bad), pr.ERR_RANGE))
     big = MP // (c_out * 4) + 1                                          # a response beyond max_payload
     if pr.LINEAR_HEADER.size + big * pr.nbytes_bits(c_in) <= MP:
         cases.append((lin(spikes(env.gen, big, c_in, 0.2), out_bits=32), pr.ERR_RANGE))
