@@ -174,9 +174,10 @@ def spike_accum_cycles(x_popcounts: Iterable[int], c_out: int, lanes: int, *, co
     command and STATUS_CLEAR cost 1 busy cycle each; weight loads cost none. Returns ``busy``,
     ``spikes``, ``acc_ops``, ``out_beats``, ``groups``.
 
-    The pipelined engine (front FIFO, issue, index, address, read, accumulate) keeps this throughput;
-    only its latency grew: with back-to-back commands and a ready sink, the first command transfer to the
-    last beat transfer takes ``busy + rtl.spike_accum.LATENCY`` cycles (7; 3 before the timing work).
+    The pipelined engine (front FIFO, issue, index, address, read, weight register, accumulate) keeps this
+    throughput; only its latency grew: with back-to-back commands and a ready sink, the first command
+    transfer to the last beat transfer takes ``busy + rtl.spike_accum.LATENCY`` cycles (8; 3 before the
+    timing work).
     """
     if c_out < 1 or lanes < 1:
         raise ValueError(f"c_out and lanes must be positive, got c_out={c_out}, lanes={lanes}")

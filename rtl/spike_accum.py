@@ -11,8 +11,8 @@ Weights live on chip in a memory of ``weight_rows`` rows of ``P`` int8 weights, 
 lane ``l``. Several layers (tiles of a layer) can stay resident at different bases; rows that no token in
 flight reads may be (re)loaded while the engine runs (double buffering).
 
-Structure (front FIFO F, issue stage S0, index stage S1, address stage S2, read stage S3, accumulate
-stage S4, output register + skid register):
+Structure (front FIFO F, issue stage S0, index stage S1, address stage S2, read stage S3, weight
+stage S4, accumulate stage S5, output register + skid register):
 
 * **F** (2 entries; ``queue_depth`` 1 or 0 for fewer) takes a command from ``cmd`` whenever it is not full
   (``cmd.ready = ~full``, a register), validates it at once against the configuration registers (error codes, CONFIG,
@@ -34,11 +34,14 @@ stage S4, output register + skid register):
   a stage of its own) into a register.
 * **S3** (read) presents that register to the memory's synchronous read port, so the address fanning
   out to the ``P * 8 / 36`` block RAMs starts at a flip-flop.
-* **S4** (accumulate) adds the row (``P`` int8 weights) to the ``P`` accumulators, starting from 0 on a
+* **S4** (weight) registers the row the memory returns (``P`` int8 weights; zero for a step without an
+  add), so no adder follows the block RAM's output (the ECP5 DP16KD's clock-to-output is 5.8 ns, and
+  at ``P = 64`` the rows come from block RAMs spread over the die).
+* **S5** (accumulate) adds the registered row to the ``P`` accumulators, starting from 0 on a
   group's first step; a group's last step sends the sums to the output register, and the next group
   restarts at once (emission overlaps accumulation).
-* **Output**: a registered output plus one skid register. The pipeline stalls (S0 .. S4 and the read
-  port hold; F still takes commands while not full) only when S4 finishes a group while the skid
+* **Output**: a registered output plus one skid register. The pipeline stalls (S0 .. S5 and the read
+  port hold; F still takes commands while not full) only when S5 finishes a group while the skid
   register is full; ``cmd.ready`` has no combinational path from ``out.ready``.
 
 Throughput is unchanged by the pipeline (one step per cycle, the busy-cycle model of
@@ -68,7 +71,7 @@ OP_CONFIG, OP_TOKEN, OP_STATUS_CLEAR = 0, 1, 3        # op 2 is reserved (error 
 ERR_NONE, ERR_DIM, ERR_ROWS, ERR_NO_CONFIG, ERR_BITS, ERR_WADDR, ERR_OP = range(7)
 COUNTER_W = 32
 CHUNK_W = 16                   # S0 walks the spike mask in chunks of 16 inputs
-LATENCY = 7                    # first command transfer to last beat transfer = busy + LATENCY (docs s. 5)
+LATENCY = 8                    # first command transfer to last beat transfer = busy + LATENCY (docs s. 5)
 IN_MAX_LIMIT = 1024            # C_IN_MAX <= 1024: the c_in field (11 bits) can still say C_IN_MAX + 1
 ROWS_LIMIT = 1 << 16           # weight_rows <= 65536: 16-bit addresses and bases
 C_IN_W, GROUPS_W, BASE_W, SKIP_W, ADDR_W = 11, 16, 16, 16, 16
@@ -263,12 +266,12 @@ class SpikeAccumulator(wiring.Component):
         # ---- S1 (index), S2 (address), S3 (read), S4 (accumulate) -----------------------------------
         def stage(prefix):
             return {n: Signal(1, name=f"{prefix}_{n}") for n in ("valid", "first", "last", "tlast", "nz", "g0")}
-        s1, s2, s3, s4 = stage("s1"), stage("s2"), stage("s3"), stage("s4")
+        s1, s2, s3, s4, s5 = stage("s1"), stage("s2"), stage("s3"), stage("s4"), stage("s5")
         s1_word = Signal(W)
         s1_cidx = Signal(range(K))
         s2_idx = Signal(range(CM))
-        s1_g, s2_g, s3_g, s4_g = (Signal(range(R), name=f"s{i}_g") for i in (1, 2, 3, 4))
-        s1_skip, s2_skip, s3_skip, s4_skip = (Signal(SKIP_W, name=f"s{i}_skip") for i in (1, 2, 3, 4))
+        s1_g, s2_g, s3_g, s4_g, s5_g = (Signal(range(R), name=f"s{i}_g") for i in (1, 2, 3, 4, 5))
+        s1_skip, s2_skip, s3_skip, s4_skip, s5_skip = (Signal(SKIP_W, name=f"s{i}_skip") for i in (1, 2, 3, 4, 5))
         s1_base, s2_base = Signal(range(R), name="s1_base"), Signal(range(R), name="s2_base")
         s1_groups, s2_groups = Signal(range(R + 1), name="s1_groups"), Signal(range(R + 1), name="s2_groups")
         acc = Signal(data.ArrayLayout(signed(AW), P))
@@ -279,7 +282,7 @@ class SpikeAccumulator(wiring.Component):
         emit = Signal(1)
         stall = Signal(1)
         m.d.comb += [
-            emit.eq(s4["valid"] & s4["last"]),
+            emit.eq(s5["valid"] & s5["last"]),
             stall.eq(emit & skid_valid),
         ]
 
@@ -465,15 +468,22 @@ class SpikeAccumulator(wiring.Component):
             m.d.sync += [s4[n].eq(s3[n]) for n in s3]
             m.d.sync += [s4_g.eq(s3_g), s4_skip.eq(s3_skip)]
 
-        # ---- S4: accumulate ---------------------------------------------------------------------
+        # ---- S4: the row into a register (zero for a step without an add) ---------------------------
+        s5_row = Signal(data.ArrayLayout(signed(8), P))
+        with m.If(~stall):
+            m.d.sync += [s5[n].eq(s4[n]) for n in s4]
+            m.d.sync += [s5_g.eq(s4_g), s5_skip.eq(s4_skip)]
+            m.d.sync += [s5_row[lane].eq(Mux(s4["nz"], rd.data[lane], 0)) for lane in range(P)]
+
+        # ---- S5: accumulate ---------------------------------------------------------------------
         nxt = Signal(data.ArrayLayout(signed(AW), P))
         for lane in range(P):
-            m.d.comb += nxt[lane].eq(Mux(s4["first"], 0, acc[lane]) + Mux(s4["nz"], rd.data[lane], 0))
-        with m.If(s4["valid"] & ~s4["last"] & ~stall):
+            m.d.comb += nxt[lane].eq(Mux(s5["first"], 0, acc[lane]) + s5_row[lane])
+        with m.If(s5["valid"] & ~s5["last"] & ~stall):
             m.d.sync += acc.eq(nxt)
 
         beat = Signal.like(self.out.payload)
-        m.d.comb += [beat.data.eq(nxt), beat.group.eq(s4_g), beat.last.eq(s4["tlast"]), beat.skip.eq(s4_skip)]
+        m.d.comb += [beat.data.eq(nxt), beat.group.eq(s5_g), beat.last.eq(s5["tlast"]), beat.skip.eq(s5_skip)]
         new_beat = Signal(1)
         m.d.comb += new_beat.eq(emit & ~stall)
         with m.If(self.out.ready | ~self.out.valid):   # the output register is free this edge
@@ -492,7 +502,7 @@ class SpikeAccumulator(wiring.Component):
             st.error.eq(cmd_err | w_err),
             st.error_code.eq(error_code),
             st.busy.eq((f_count != 0) | a_pend | s1["valid"] | s2["valid"] | s3["valid"] | s4["valid"]
-                       | self.out.valid | skid_valid),
+                       | s5["valid"] | self.out.valid | skid_valid),
         ]
         ev = self.events
         m.d.comb += [
