@@ -784,14 +784,21 @@ class Accelerator(wiring.Component):
             count = Value.cast(count)[:K]
             return [scan_left.eq(count - 1), scan_last.eq(count == 1)]
 
+        mark_bad = Signal()                                  # the mark read in the cycle before was 0
+        m.d.sync += mark_bad.eq(0)                           # (set by the scan states only)
+
         def scan(mark, fail_code: int, then: str, then_sp=None, then_count=None, on_done=()) -> None:
             """One written mark per cycle from the pointer on: fail at a 0, else ``then`` after the last.
 
-            ``then_sp`` / ``then_count`` start the scan that follows in state ``then``."""
+            The mark goes into a register (``mark_bad``) and fails the frame one cycle later, so no block
+            RAM output decides a state: a 0 among the marks fails in the next scan cycle, a 0 as the last
+            mark in state ``then``'s first cycle, which checks ``mark_bad`` first (the next scan does; the
+            CFG states too, and their command is valid only when the last mark was 1: ``on_done`` gets
+            ``mark``). ``then_sp`` / ``then_count`` start the scan that follows in state ``then``."""
             # the pointer does not depend on the mark just read (memory output -> address is no path)
             m.d.comb += sp_next.eq(Mux(scan_last, sp if then_sp is None else then_sp, sp + 1))
-            m.d.sync += [scan_left.eq(scan_left - 1), scan_last.eq(scan_left == 1)]
-            with m.If(~mark):
+            m.d.sync += [scan_left.eq(scan_left - 1), scan_last.eq(scan_left == 1), mark_bad.eq(~mark)]
+            with m.If(mark_bad):
                 fail(fail_code)
             with m.Elif(scan_last):
                 m.d.sync += list(on_done) + ([] if then_count is None else scan_start(then_count))
@@ -1071,19 +1078,22 @@ class Accelerator(wiring.Component):
                 scan(wm_rd.data, ERR_UNLOADED, "LIN_PM", then_sp=l_pbase, then_count=l_cout)
             with m.State("LIN_PM"):
                 scan(pm_rd.data, ERR_UNLOADED, "LIN_CFG",
-                     on_done=[lcv.eq(1), lop.eq(LIN_CONFIG), tok_x.eq(0)])
+                     on_done=[lcv.eq(pm_rd.data), lop.eq(LIN_CONFIG), tok_x.eq(0)])
 
             # -- LINEAR: run -----------------------------------------------------------------------------------
             with m.State("LIN_CFG"):                                    # the CONFIG command is valid
-                m.d.comb += lin_run.eq(1)
-                m.d.sync += [i_cnt.eq(0), j_cnt.eq(0)]
-                with m.If(lin.cmd.ready):
-                    m.d.sync += lcv.eq(0)
-                    m.d.comb += rp_next.eq(_LIN_HDR)
-                    with m.If(l_tok_zero):
-                        m.next = "LIN_DRAIN"
-                    with m.Else():
-                        m.next = "LIN_TOK"
+                with m.If(mark_bad):                                    # (unless the last mark was 0)
+                    fail(ERR_UNLOADED)
+                with m.Else():
+                    m.d.comb += lin_run.eq(1)
+                    m.d.sync += [i_cnt.eq(0), j_cnt.eq(0)]
+                    with m.If(lin.cmd.ready):
+                        m.d.sync += lcv.eq(0)
+                        m.d.comb += rp_next.eq(_LIN_HDR)
+                        with m.If(l_tok_zero):
+                            m.next = "LIN_DRAIN"
+                        with m.Else():
+                            m.next = "LIN_TOK"
             with m.State("LIN_TOK"):
                 m.d.comb += [lin_run.eq(1), rp_next.eq(rp + 1)]
                 m.d.sync += [tok_x.word_select(j_cnt[:max(1, (len(tok_x) // 8 - 1).bit_length())], 8).eq(fb_byte),
@@ -1272,16 +1282,19 @@ class Accelerator(wiring.Component):
                         m.next = "AW_PM"
                 with m.State("AW_PM"):
                     scan(pm_rd.data, ERR_UNLOADED, "ATT_CFG",
-                         on_done=[acv.eq(1), aop.eq(ATT_CONFIG), amode.eq(a_mode[0]), att_a.eq(0), att_b.eq(0),
+                         on_done=[acv.eq(pm_rd.data), aop.eq(ATT_CONFIG), amode.eq(a_mode[0]), att_a.eq(0), att_b.eq(0),
                                   att_skip.eq(0)])
 
                 # -- ATTENTION: run ----------------------------------------------------------------------------------
                 with m.State("ATT_CFG"):                                    # the CONFIG command is valid
-                    m.d.comb += att_run.eq(1)
-                    with m.If(att.cmd.ready):
-                        m.d.sync += acv.eq(0)
-                        m.d.comb += rp_next.eq(_ATT_HDR)
-                        m.next = "ATT_TYPE"
+                    with m.If(mark_bad):                                    # (unless the last mark was 0)
+                        fail(ERR_UNLOADED)
+                    with m.Else():
+                        m.d.comb += att_run.eq(1)
+                        with m.If(att.cmd.ready):
+                            m.d.sync += acv.eq(0)
+                            m.d.comb += rp_next.eq(_ATT_HDR)
+                            m.next = "ATT_TYPE"
                 # ATT_TYPE registers the command's type byte and what follows from it; the next state,
                 # ATT_FIRST, is the type's first state (ATT_A, ATT_SKIP_LO or ATT_SEND), chosen from the
                 # registered type, so no frame-buffer byte decides a state (the block RAM's clock-to-output
