@@ -768,12 +768,20 @@ class Accelerator(wiring.Component):
         lcmd = lin.cmd.payload
         m.d.comb += [lin.cmd.valid.eq(lcv), lcmd.op.eq(lop), lcmd.c_in.eq(l_cin), lcmd.groups.eq(l_G_reg),
                      lcmd.base.eq(l_wbase), lcmd.x.eq(tok_x[:self.in_max])]
+        # the attention engine takes its commands from a register (ac_valid / att.cmd.payload) that takes
+        # the executor's command when empty or being emptied (ac_ready): the engine validates and issues
+        # a command in the cycle it takes it, and the header fields and bitmaps come from across the die
         acv, aop, amode = Signal(), Signal(2), Signal()
+        ac_valid, ac_ready = Signal(), Signal()
         if att is not None:
-            acmd = att.cmd.payload
-            m.d.comb += [att.cmd.valid.eq(acv), acmd.op.eq(aop), acmd.mode.eq(amode), acmd.dim.eq(a_dim),
-                         acmd.tokens.eq(a_tokens), acmd.skip.eq(att_skip), acmd.a.eq(att_a[:DM]),
-                         acmd.b.eq(att_b[:DM])]
+            acmd = Signal.like(att.cmd.payload)
+            m.d.comb += [acmd.op.eq(aop), acmd.mode.eq(amode), acmd.dim.eq(a_dim), acmd.tokens.eq(a_tokens),
+                         acmd.skip.eq(att_skip), acmd.a.eq(att_a[:DM]), acmd.b.eq(att_b[:DM])]
+            m.d.comb += [ac_ready.eq(~ac_valid | att.cmd.ready), att.cmd.valid.eq(ac_valid)]
+            with m.If(att.cmd.ready):
+                m.d.sync += ac_valid.eq(0)
+            with m.If(acv & ac_ready):
+                m.d.sync += [ac_valid.eq(1), att.cmd.payload.eq(acmd)]
 
         def fail(code: int) -> None:
             m.d.sync += status.eq(code)
@@ -1291,7 +1299,7 @@ class Accelerator(wiring.Component):
                         fail(ERR_UNLOADED)
                     with m.Else():
                         m.d.comb += att_run.eq(1)
-                        with m.If(att.cmd.ready):
+                        with m.If(ac_ready):
                             m.d.sync += acv.eq(0)
                             m.d.comb += rp_next.eq(_ATT_HDR)
                             m.next = "ATT_TYPE"
@@ -1334,7 +1342,7 @@ class Accelerator(wiring.Component):
 
                 def att_send():                                         # the KV / Q command is valid
                     m.d.comb += att_run.eq(1)
-                    with m.If(att.cmd.ready):
+                    with m.If(ac_ready):
                         m.d.sync += acv.eq(0)
                         m.next = "ATT_TYPE"
 
@@ -1360,7 +1368,7 @@ class Accelerator(wiring.Component):
                     att_send()
                 with m.State("ATT_DRAIN"):
                     m.d.comb += att_run.eq(1)
-                    with m.If(~att.status.busy & be_idle):
+                    with m.If(~att.status.busy & ~ac_valid & be_idle):
                         with m.If(att.status.error):
                             m.d.sync += eng_err.eq(Cat(C(ENGINE_ATTENTION, 8), att.status.error_code, C(0, 4)))
                             m.next = "ENG_ERR"
