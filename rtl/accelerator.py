@@ -693,6 +693,7 @@ class Accelerator(wiring.Component):
         f_tok_row = Signal(range(MR + 1))
         f_row_next = Signal(range(2 * MR + 1))               # f_tok_row + gc, registered in LIF_LO
         f_last_c = Signal()                                  # f_c is the token's last channel (LIF_LO)
+        f_mrow_after = Signal(range(MR + 1))                 # the membrane row after LIF_STEP (LIF_ADD)
         f_xlo = Signal(8)
         f_vold = Signal(signed(16))                          # the membrane before the step
         # the lane select from the membrane row in two registered steps, so that no P:1 multiplexer
@@ -1188,7 +1189,8 @@ class Accelerator(wiring.Component):
                 m.d.sync += f_prod.eq(f_diff * lif_leak)
                 m.next = "LIF_ADD"
             with m.State("LIF_ADD"):
-                m.d.sync += f_v1.eq(f_vold + (f_prod >> lif_shift))
+                m.d.sync += [f_v1.eq(f_vold + (f_prod >> lif_shift)),
+                             f_mrow_after.eq(Mux(f_last_c, f_row_next, Mux(f_lane == P - 1, mrow + 1, mrow)))]
                 m.next = "LIF_STEP"
             with m.State("LIF_STEP"):                                   # membrane (token f_n, channel f_c)
                 m.d.comb += [v_wr.addr.eq(mrow), v_wr.en.eq(1 << f_lane)]
@@ -1204,15 +1206,14 @@ class Accelerator(wiring.Component):
                 with m.Else():
                     m.d.sync += f_bits.eq(f_sbits)
                 m.next = "LIF_LO"
+                m.d.comb += mrow_next.eq(f_mrow_after)                  # (a register: the membrane read
+                #                                                         address and its collision check)
                 with m.If(last_c):
                     m.d.sync += [f_c.eq(0), f_n.eq(f_n + 1), f_tok_row.eq(f_row_next)]
-                    m.d.comb += mrow_next.eq(f_row_next)
                     with m.If(f_n == f_tokens - 1):
                         m.next = "RESPOND"
                 with m.Else():
                     m.d.sync += f_c.eq(f_c + 1)
-                    with m.If(f_lane == P - 1):
-                        m.d.comb += mrow_next.eq(mrow + 1)
 
             if att is not None:                                 # the ATTENTION states
                 # -- ATTENTION: walk the command stream (lengths, types, bitmap padding) ------------------------
