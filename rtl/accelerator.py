@@ -83,10 +83,12 @@ _OVERHEAD = 9              # response frame bytes besides the data: header 6, st
 #: port can write: the frame buffer is written only while no job runs (the receiver holds a complete
 #: frame until the executor is done with it); the written marks and the requant parameters are written
 #: by WRITE_WEIGHTS / WRITE_PARAMS and RESET jobs, and read only by LINEAR / ATTENTION jobs (the
-#: parameters by the requant pipeline, drained before a job ends). A read during a write is therefore a
+#: parameters by the requant pipeline, drained before a job ends); the membranes are read (read enable
+#: high) only in the LIF states that do not write them (LIF4, LIF_SUB). A read during a write is therefore a
 #: don't-care, and synthesis need not emulate the read-first result (on the iCE40 and ECP5 block RAMs
 #: that is a compare of the read address with the write address, behind the executor's pointers).
-COLLISION_FREE_MEMORIES = ("frame_buf", "weight_marks", "param_marks", "params_m", "params_s", "params_b")
+COLLISION_FREE_MEMORIES = ("frame_buf", "weight_marks", "param_marks", "params_m", "params_s", "params_b",
+                           "membranes")
 
 
 def yosys_collision_free() -> str:
@@ -513,9 +515,9 @@ class Accelerator(wiring.Component):
             """Bits of the last bitmap byte at or above ``n`` channels (0 when ``n % 8 == 0``)."""
             return Mux(n[:3] == 0, 0, (C(0xFF, 8) << n[:3])[:8])
 
-        l_pad = Signal(8)
-        a_pad = Signal(8)
-        m.d.comb += [l_pad.eq(pad_mask(l_cin)), a_pad.eq(pad_mask(a_dim))]
+        l_pad = Signal(8)                                    # registered: the header is complete (and
+        a_pad = Signal(8)                                    # stable) at least 2 cycles before a job starts
+        m.d.sync += [l_pad.eq(pad_mask(l_cin)), a_pad.eq(pad_mask(a_dim))]
 
         # ---- pointers into the memories: address = next value, so data = memory[pointer] ------------
         rp, rp_next = Signal(range(MP + 1)), Signal(range(MP + 1))    # frame buffer
@@ -525,6 +527,7 @@ class Accelerator(wiring.Component):
         m.d.comb += [rp_next.eq(rp), sp_next.eq(sp), mrow_next.eq(mrow)]   # overridden by the FSM below
         m.d.sync += [rp.eq(rp_next), sp.eq(sp_next), mrow.eq(mrow_next)]
         m.d.comb += [fb_rd.addr.eq(rp_next), wm_rd.addr.eq(sp_next), pm_rd.addr.eq(sp_next), v_rd.addr.eq(mrow_next)]
+        m.d.comb += v_rd.en.eq(0)                            # the membrane row is read in LIF4 and LIF_SUB only
         fb_byte = fb_rd.data
 
         # ---- shared multiplier: operand registers set two states before the product is used ------------
@@ -693,12 +696,19 @@ class Accelerator(wiring.Component):
         f_tok_row = Signal(range(MR + 1))
         f_row_next = Signal(range(2 * MR + 1))               # f_tok_row + gc, registered in LIF_LO
         f_last_c = Signal()                                  # f_c is the token's last channel (LIF_LO)
-        f_mrow_after = Signal(range(MR + 1))                 # the membrane row after LIF_STEP (LIF_ADD)
+        f_mrow_after = Signal(range(MR + 1))                 # the next value's membrane row (LIF_HI)
+        f_wrow = Signal(range(MR + 1))                       # the membrane row LIF_STEP writes (LIF_HI)
         f_xlo = Signal(8)
+        f_xhi = Signal(8)
         f_vold = Signal(signed(16))                          # the membrane before the step
-        # the lane select from the membrane row in two registered steps, so that no P:1 multiplexer
-        # follows the block RAM's output: LIF_LO keeps lane f_lane % 8 of each group of 8 lanes (f_vgrp),
-        # LIF_HI picks the group (f_lane // 8)
+        # the membrane row lands in a register straight from the block RAM (f_vrow, every cycle: the
+        # block RAMs sit across the die, so their slow output gets no logic), then the lane select in two
+        # registered steps: LIF_HI keeps lane f_lane % 8 of each group of 8 lanes (f_vgrp), LIF_SUB picks
+        # the group (f_lane // 8). The next value's row is read in LIF_SUB, before this value's write in
+        # LIF_STEP, and held on the port (read enable low) until the next LIF_LO: the memory is never read
+        # while it is written (COLLISION_FREE_MEMORIES), and the two values never share a (row, lane)
+        f_vrow = Signal(data.ArrayLayout(signed(16), P))
+        m.d.sync += f_vrow.eq(v_rd.data)
         LG1 = min(LGP, 3)
         f_vgrp = Array(Signal(signed(16), name=f"f_vgrp{k}") for k in range(P >> LG1))
         f_diff = Signal(signed(17))                          # x - v
@@ -728,7 +738,17 @@ class Accelerator(wiring.Component):
         n_rec = Signal(range(MP + 1))
         wp_left = Signal(range(MP + 1))                      # L - (offset of the record walked)
         wp_over = Signal()                                   # channel + records walked > PC
+        # byte checks of the walks, one cycle behind the byte: each check of the byte on the frame buffer's
+        # port is registered every cycle (no state decode and no accumulate behind the block RAM), the walk
+        # state sets its chk_* flag for the next cycle, and bad_now = bad with the pending check
         bad = Signal()
+        bad_now = Signal()
+        fb_s_bad, fb_lpad_bad, fb_apad_bad = Signal(), Signal(), Signal()
+        chk_s, chk_l, chk_a = Signal(), Signal(), Signal()
+        m.d.sync += [fb_s_bad.eq((fb_byte == 0) | (fb_byte > MAX_SHIFT)), fb_lpad_bad.eq((fb_byte & l_pad) != 0),
+                     fb_apad_bad.eq((fb_byte & a_pad) != 0), chk_s.eq(0), chk_l.eq(0), chk_a.eq(0)]
+        m.d.comb += bad_now.eq(bad | (chk_s & fb_s_bad) | (chk_l & fb_lpad_bad) | (chk_a & fb_apad_bad))
+        m.d.sync += bad.eq(bad_now)                          # (the job's first walk state clears it)
         row_reg = Signal(8 * P)
         tok_x = Signal(8 * -(-self.in_max // 8))
         att_a = Signal(8 * -(-DM // 8))
@@ -1006,7 +1026,7 @@ class Accelerator(wiring.Component):
                     m.d.sync += [wp_left.eq(L - _WP_HDR), n_rec.eq(0), bad.eq(0)]
                     m.next = "WP_WALK"
             with m.State("WP_WALK"):                                    # fb_byte = S of the record at rp - 2
-                m.d.sync += [bad.eq(bad | (fb_byte == 0) | (fb_byte > MAX_SHIFT)), n_rec.eq(n_rec + 1),
+                m.d.sync += [chk_s.eq(1), n_rec.eq(n_rec + 1),
                              wp_left.eq(wp_left - _PARAM_BYTES), wp_over.eq(wp_chan_c + clamp(n_rec + 1) > PC)]
                 m.d.comb += rp_next.eq(rp + _PARAM_BYTES)               # (read past the end: harmless)
                 with m.If(wp_left < 2 * _PARAM_BYTES):                  # no whole record after this one
@@ -1015,7 +1035,7 @@ class Accelerator(wiring.Component):
                 m.d.comb += rp_next.eq(_WP_HDR)                         # (as in LIN3)
                 with m.If(wp_left != 0):                                # a partial record
                     fail(ERR_LENGTH)
-                with m.Elif(wp_over | bad):                             # channel + records > PC, or an S
+                with m.Elif(wp_over | bad_now):                         # channel + records > PC, or an S
                     fail(ERR_RANGE)
                 with m.Else():
                     m.d.sync += [i_cnt.eq(0), j_cnt.eq(0), n_rec.eq(n_rec - 1)]     # (the last record's index)
@@ -1075,11 +1095,11 @@ class Accelerator(wiring.Component):
                     m.next = "LIN_WM"
             with m.State("LIN_PAD"):                                    # fb_byte = last byte of token i
                 m.d.comb += [rp_next.eq(rp + l_B_r), sp_next.eq(l_wbase)]   # whatever fb_byte says
-                m.d.sync += [i_cnt.eq(i_cnt + 1), bad.eq(bad | ((fb_byte & l_pad) != 0))]
+                m.d.sync += [i_cnt.eq(i_cnt + 1), chk_l.eq(1)]
                 with m.If(i_cnt == l_tok_m1):
                     m.next = "LIN_PADCHK"
             with m.State("LIN_PADCHK"):                                 # a padding bit of any token: registered
-                with m.If(bad):
+                with m.If(bad_now):
                     fail(ERR_RANGE)
                 with m.Else():
                     m.next = "LIN_WM"
@@ -1168,46 +1188,47 @@ class Accelerator(wiring.Component):
                     m.next = "LIF4"
             with m.State("LIF4"):                                       # mul_p = neuron * gc: token 0's row
                 m.d.sync += [f_tok_row.eq(mul_p), f_c.eq(0), f_n.eq(0), f_bits.eq(0)]
-                m.d.comb += [mrow_next.eq(mul_p), rp_next.eq(_LIF_HDR)]
+                m.d.comb += [mrow_next.eq(mul_p), rp_next.eq(_LIF_HDR), v_rd.en.eq(1)]
                 with m.If(f_tok_zero):
                     m.next = "RESPOND"
                 with m.Else():
                     m.next = "LIF_LO"
             with m.State("LIF_LO"):                                     # membrane row mrow is on the port
-                for k in range(P >> LG1):
-                    group = Array(v_rd.data[(k << LG1) + j] for j in range(1 << LG1))
-                    m.d.sync += f_vgrp[k].eq(group[f_lane[:LG1]] if LG1 else group[0])
                 m.d.sync += [f_xlo.eq(fb_byte), f_last_c.eq(f_c == f_ch - 1), f_row_next.eq(f_tok_row + f_gc)]
                 m.d.comb += rp_next.eq(rp + 1)
                 m.next = "LIF_HI"
-            with m.State("LIF_HI"):
-                vold = Mux(f_first[0], 0, f_vgrp[f_lane[LG1:]] if LGP > LG1 else f_vgrp[0])
-                m.d.sync += [f_vold.eq(vold), f_diff.eq(Cat(f_xlo, fb_byte).as_signed() - vold)]
+            with m.State("LIF_HI"):                                     # ... and in f_vrow
+                for k in range(P >> LG1):
+                    group = Array(f_vrow[(k << LG1) + j] for j in range(1 << LG1))
+                    m.d.sync += f_vgrp[k].eq(group[f_lane[:LG1]] if LG1 else group[0])
+                m.d.sync += [f_xhi.eq(fb_byte), f_wrow.eq(mrow),
+                             f_mrow_after.eq(Mux(f_last_c, f_row_next, Mux(f_lane == P - 1, mrow + 1, mrow)))]
                 m.d.comb += rp_next.eq(rp + 1)
+                m.next = "LIF_SUB"
+            with m.State("LIF_SUB"):                                    # reads the next value's row
+                m.d.comb += [mrow_next.eq(f_mrow_after), v_rd.en.eq(1)]
+                vold = Mux(f_first[0], 0, f_vgrp[f_lane[LG1:]] if LGP > LG1 else f_vgrp[0])
+                m.d.sync += [f_vold.eq(vold), f_diff.eq(Cat(f_xlo, f_xhi).as_signed() - vold)]
                 m.next = "LIF_MUL"
             with m.State("LIF_MUL"):
                 m.d.sync += f_prod.eq(f_diff * lif_leak)
                 m.next = "LIF_ADD"
             with m.State("LIF_ADD"):
-                m.d.sync += [f_v1.eq(f_vold + (f_prod >> lif_shift)),
-                             f_mrow_after.eq(Mux(f_last_c, f_row_next, Mux(f_lane == P - 1, mrow + 1, mrow)))]
+                m.d.sync += f_v1.eq(f_vold + (f_prod >> lif_shift))
                 m.next = "LIF_STEP"
             with m.State("LIF_STEP"):                                   # membrane (token f_n, channel f_c)
-                m.d.comb += [v_wr.addr.eq(mrow), v_wr.en.eq(1 << f_lane)]
+                m.d.comb += [v_wr.addr.eq(f_wrow), v_wr.en.eq(1 << f_lane)]
                 for lane in range(P):
                     m.d.comb += v_wr.data[lane].eq(Mux(f_spike, 0, f_v1[:16]))
                 with m.If(f_lane == 0):
                     m.d.comb += rl_inc.eq(1)
-                last_c = f_last_c                                       # (registered: the row address
-                #                                                         below is a mux, no compare or add)
+                last_c = f_last_c
                 with m.If((f_c[:3] == 7) | last_c):
                     m.d.comb += [put.eq(1), put_data.eq(f_sbits)]
                     m.d.sync += f_bits.eq(0)
                 with m.Else():
                     m.d.sync += f_bits.eq(f_sbits)
                 m.next = "LIF_LO"
-                m.d.comb += mrow_next.eq(f_mrow_after)                  # (a register: the membrane read
-                #                                                         address and its collision check)
                 with m.If(last_c):
                     m.d.sync += [f_c.eq(0), f_n.eq(f_n + 1), f_tok_row.eq(f_row_next)]
                     with m.If(f_n == f_tokens - 1):
@@ -1264,7 +1285,7 @@ class Accelerator(wiring.Component):
                         with m.Default():
                             fail(ERR_RANGE)
                 with m.State("AW_CHK1"):                                    # fb_byte = last byte of a bitmap
-                    m.d.sync += bad.eq(bad | ((fb_byte & a_pad) != 0))
+                    m.d.sync += chk_a.eq(1)
                     with m.If(chk_two):
                         m.d.comb += rp_next.eq(chk_b)
                         m.next = "AW_CHK2"
@@ -1272,13 +1293,13 @@ class Accelerator(wiring.Component):
                         m.d.comb += rp_next.eq(nxt)
                         m.next = "AW_TYPE"
                 with m.State("AW_CHK2"):
-                    m.d.sync += bad.eq(bad | ((fb_byte & a_pad) != 0))
+                    m.d.sync += chk_a.eq(1)
                     m.d.comb += rp_next.eq(nxt)
                     m.next = "AW_TYPE"
                 with m.State("AW_END"):
                     with m.If(aw.kv_short):
                         fail(ERR_LENGTH)
-                    with m.Elif(a_hdr_bad | bad):
+                    with m.Elif(a_hdr_bad | bad_now):
                         fail(ERR_RANGE)
                     with m.Else():
                         m.next = "AW_FIT"

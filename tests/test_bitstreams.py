@@ -131,4 +131,93 @@ def test_collision_free_memories_are_marked(tmp_path):
                 writes[memid] = writes.get(memid, 0) + 1
     assert marked == set(COLLISION_FREE_MEMORIES)
     assert all(writes[name] == 1 for name in COLLISION_FREE_MEMORIES), writes
-    assert {"membranes", "kv_mem", "w_mem"} <= set(writes) - marked     # the memories that keep the emulation
+    assert {"kv_mem", "w_mem"} <= set(writes) - marked                  # the memories that keep the emulation
+
+
+_SDF = """(DELAYFILE
+  (SDFVERSION "3.0")
+  (DIVIDER /)
+  (TIMESCALE 1ps)
+  (CELL
+    (CELLTYPE "top")
+    (INSTANCE )
+    (DELAY
+      (ABSOLUTE
+        (INTERCONNECT ram.0.1/DOB0 lut_a/A (900:1000:1100) (900:1000:1100))
+        (INTERCONNECT lut_a/F x_TRELLIS_FF_Q_3/DI (100:200:300) (100:200:300))
+        (INTERCONNECT y_TRELLIS_FF_Q/Q lut_a/B (400:500:600) (400:500:600))
+        (INTERCONNECT y_TRELLIS_FF_Q/Q z_TRELLIS_FF_Q/DI (100:100:100) (100:100:100))
+      )
+    )
+  )
+  (CELL
+    (CELLTYPE "DP16KD")
+    (INSTANCE ram.0.1)
+    (DELAY
+      (ABSOLUTE
+        (IOPATH CLKB DOB0 (5795:5812:5830) (5795:5812:5830))
+      )
+    )
+  )
+  (CELL
+    (CELLTYPE "TRELLIS_COMB")
+    (INSTANCE lut_a)
+    (DELAY
+      (ABSOLUTE
+        (IOPATH A F (200:218:236) (200:218:236))
+        (IOPATH B F (200:218:236) (200:218:236))
+      )
+    )
+  )
+  (CELL
+    (CELLTYPE "TRELLIS_FF")
+    (INSTANCE x_TRELLIS_FF_Q_3)
+    (DELAY
+      (ABSOLUTE
+        (IOPATH CLK Q (430:477:525) (430:477:525))
+      )
+    )
+    (TIMINGCHECK
+      (SETUPHOLD (posedge DI) (posedge CLK) (50:50:50) (0:0:0))
+    )
+  )
+  (CELL
+    (CELLTYPE "TRELLIS_FF")
+    (INSTANCE y_TRELLIS_FF_Q)
+    (DELAY
+      (ABSOLUTE
+        (IOPATH CLK Q (430:477:525) (430:477:525))
+      )
+    )
+  )
+  (CELL
+    (CELLTYPE "TRELLIS_FF")
+    (INSTANCE z_TRELLIS_FF_Q)
+    (DELAY
+      (ABSOLUTE
+        (IOPATH CLK Q (430:477:525) (430:477:525))
+      )
+    )
+    (TIMINGCHECK
+      (SETUPHOLD (posedge DI) (posedge CLK) (0:0:0) (0:0:0))
+    )
+  )
+)
+"""
+
+
+def test_endpoint_analysis_of_an_sdf(tmp_path):
+    """``bitstreams.paths`` times a hand-made SDF (nextpnr's layout, one statement a line): the worst arrival at ``x`` comes from the block RAM
+    (5,830 + 1,100 + 236 + 300 ps, against 525 + 600 + 236 + 300 from ``y``), setup 50 ps; ``z`` is
+    525 + 100 ps. At 7.5 ns only ``x`` fails, grouped by the signal names of its two ends."""
+    from bitstreams.paths import signal_name, summarize
+
+    (tmp_path / "t.sdf").write_text(_SDF)
+    res = summarize(tmp_path / "t.sdf", period_ns=7.5, paths=1)
+    assert res["timed_endpoints"] == 2 and res["failing_endpoints"] == 1
+    assert res["worst_slack_ns"] == round((7500 - 50 - (5830 + 1100 + 236 + 300)) / 1000, 2)
+    assert res["groups"] == [{"launch": "ram", "capture": "x", "failing": 1, "worst_ns": -0.02, "luts": 1}]
+    assert res["paths"][0]["pins"] == ["ram.0.1/DOB0", "lut_a/A", "lut_a/F", "x_TRELLIS_FF_Q_3/DI"]
+    assert summarize(tmp_path / "t.sdf", period_ns=8.0)["failing_endpoints"] == 0
+    assert signal_name("linear.f_e0_TRELLIS_FF_Q_94") == "linear.f_e0"
+    assert signal_name("membranes.0.9") == "membranes"
