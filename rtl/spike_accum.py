@@ -287,12 +287,14 @@ class SpikeAccumulator(wiring.Component):
         ]
 
         # ---- command decode (at the transfer into F) ---------------------------------------------
-        # CONFIG's checks use registers (c_in * G, base, the c_in / G range): the payload of the cycle before,
-        # which is this cycle's payload when the command was already valid and not taken then (streams
-        # hold their payload until the transfer). A CONFIG is taken only in such a cycle (one cycle later
-        # when it arrives fresh: latency only, S0 still spends one busy cycle on it).
+        # CONFIG's checks use registers: the c_in / G range and c_in * G from the payload of the cycle before,
+        # base + c_in * G > R from those registers one cycle later, so from the payload two cycles before:
+        # this cycle's payload when the command was already valid and not taken in both (streams hold their
+        # payload until the transfer). A CONFIG is taken only in such a cycle (two cycles later when it
+        # arrives fresh: latency only, S0 still spends one busy cycle on it).
         take = Signal(1)
-        hold = Signal(1)
+        hold = Signal(1)                       # the payload was valid (and not taken) a cycle before
+        hold2 = Signal(1)                      # ... and two cycles before
         # base + c_in * G > R is decided on operands clamped to KR bits (2**KR - 1 > R): a clamped operand
         # exceeds R exactly when the true one does, so the sum does too, and the carry chain is KR bits long
         KR = (R + 1).bit_length()
@@ -303,11 +305,12 @@ class SpikeAccumulator(wiring.Component):
         cfg_prod = Signal(KR)                  # clamp(c_in * G)
         cfg_base = Signal(KR)                  # clamp(base)
         cfg_dim_bad = Signal(1)                # c_in or G out of range
-        m.d.sync += [hold.eq(self.cmd.valid & ~take), cfg_prod.eq(clamp(cmd.c_in * cmd.groups)),
+        m.d.sync += [hold.eq(self.cmd.valid & ~take), hold2.eq(hold & self.cmd.valid & ~take),
+                     cfg_prod.eq(clamp(cmd.c_in * cmd.groups)),
                      cfg_base.eq(clamp(cmd.base)),
                      cfg_dim_bad.eq((cmd.c_in == 0) | (cmd.c_in > CM) | (cmd.groups == 0))]
         m.d.comb += [
-            self.cmd.ready.eq(((f_count != QD) if QD else ~a_pend) & (hold | (cmd.op != OP_CONFIG))),
+            self.cmd.ready.eq(((f_count != QD) if QD else ~a_pend) & (hold2 | (cmd.op != OP_CONFIG))),
             take.eq(self.cmd.valid & self.cmd.ready),
         ]
         raise_err = Signal(1)
@@ -315,8 +318,8 @@ class SpikeAccumulator(wiring.Component):
         cfg_ok = Signal(1)
         accept = Signal(1)
         clear = Signal(1)
-        rows_needed = Signal(KR + 1)           # clamp(base) + clamp(c_in * G): > R iff the true sum is
-        m.d.comb += rows_needed.eq(cfg_base + cfg_prod)
+        rows_over = Signal(1)                  # clamp(base) + clamp(c_in * G) > R: iff the true sum is
+        m.d.sync += rows_over.eq(cfg_base + cfg_prod > R)
         high_x = (cmd.x & ~c_lowmask).any()
 
         with m.If(take):
@@ -324,7 +327,7 @@ class SpikeAccumulator(wiring.Component):
                 with m.Case(OP_CONFIG):
                     with m.If(cfg_dim_bad):
                         m.d.comb += [raise_err.eq(1), err_code_new.eq(ERR_DIM)]
-                    with m.Elif(rows_needed > R):
+                    with m.Elif(rows_over):
                         m.d.comb += [raise_err.eq(1), err_code_new.eq(ERR_ROWS)]
                     with m.Else():
                         m.d.comb += cfg_ok.eq(1)
@@ -372,21 +375,21 @@ class SpikeAccumulator(wiring.Component):
                 m.d.sync += [f_e[0].eq(new), f_count.eq(1)]
             with m.Elif(deq):
                 m.d.sync += f_count.eq(0)
-        else:
+        else:                                   # two slots: a take writes slot f_wr, S0 loads slot f_rd, so
+            f_wr, f_rd = Signal(1), Signal(1)  # a slot's enable comes from the command handshake only and
+            with m.If(take):                   # a dequeue just moves f_rd (S0's done decision is deep)
+                with m.If(f_wr):
+                    m.d.sync += f_e[1].eq(new)
+                with m.Else():
+                    m.d.sync += f_e[0].eq(new)
+                m.d.sync += f_wr.eq(~f_wr)
+            with m.If(deq):
+                m.d.sync += f_rd.eq(~f_rd)
             with m.Switch(Cat(deq, take)):
-                with m.Case(0b01):                  # dequeue only
-                    m.d.sync += [f_e[0].eq(f_e[1]), f_count.eq(f_count - 1)]
-                with m.Case(0b10):                  # enqueue only
-                    with m.If(f_count == 0):
-                        m.d.sync += f_e[0].eq(new)
-                    with m.Else():
-                        m.d.sync += f_e[1].eq(new)
+                with m.Case(0b01):
+                    m.d.sync += f_count.eq(f_count - 1)
+                with m.Case(0b10):
                     m.d.sync += f_count.eq(f_count + 1)
-                with m.Case(0b11):                  # both
-                    with m.If(f_count == 1):
-                        m.d.sync += f_e[0].eq(new)
-                    with m.Else():
-                        m.d.sync += [f_e[0].eq(f_e[1]), f_e[1].eq(new)]
 
         # ---- S0: one step per cycle from registers ------------------------------------------------
         # sel: the lowest chunk with a spike left; the step's index is in that chunk (found in S1)
@@ -412,7 +415,11 @@ class SpikeAccumulator(wiring.Component):
             a_done.eq(~a.tok | (i_last & a_glast)),
             deq.eq((~a_pend | a_done) & ~stall & (f_count != 0)),
         ]
-        head = f_e[0] if QD else new
+        if QD == 2:
+            head = Signal(ent_layout)
+            m.d.comb += head.eq(Mux(f_rd, f_e[1], f_e[0]))
+        else:
+            head = f_e[0] if QD else new
 
         def load_entry(e):
             m.d.sync += [a.eq(e), a_mask.eq(e.x), a_cnt.eq(e.cnt), a_any.eq(e.any), a_two.eq(e.two),
