@@ -16,7 +16,7 @@ Counters (equal, layer by layer, to the emulator's and the RTL's, ``tests/test_b
   tokens (``linear_busy = 1 + sum G * max(1, |x|)``, ``linear_spikes = sum |x|``, ``linear_acc_ops =
   P * G * sum |x|``), ``requant_lif_busy += n * G``;
 * LIF frame: ``requant_lif_busy += n * ceil(channels / P)``;
-* ATTENTION frame: ``attention_busy += 1 + build(KV commands) + readout(its Q commands)``
+* ATTENTION frame: ``attention_busy += 2 + build(KV commands) + readout(its Q commands)``
   (``perf.attention_cycles_from_popcounts``), ``attention_spikes += sum |k| + sum |q|`` over the
   frame's commands, ``attention_acc_ops = P_A * G * spikes``, ``requant_lif_busy += records * G`` with
   the attention engine's ``P_A = min(P, att_dim_max)`` lanes and ``G = ceil(dim / P_A)``.

@@ -5,7 +5,7 @@ The RTL's performance counters must equal these numbers exactly on every simulat
 
 Attention engine (``rtl.attention.AttentionEngine``), one window (one head), ``G = ceil(dim / P)``:
 
-    config   = 1
+    config   = 2                                     (transfer + apply cycle)
     build    = sum over KV token commands n of  max(1, G * popcount(k_n))   (+ 1 per V-pair command)
     readout  = sum over Q token commands m  of  G * max(1, popcount(q_m))   (+ G per constant request)
     busy     = config + build + readout               (status.busy_cycles)
@@ -14,8 +14,9 @@ Attention engine (``rtl.attention.AttentionEngine``), one window (one head), ``G
 
 A Q token's ``skip`` count (constant tokens elided before it) costs nothing; a V-pair command
 (two k-empty KV tokens) costs 1. A dropped or erroneous command and STATUS_CLEAR cost 1 busy cycle
-each. Busy cycles do not depend on ``v``, on the mode, on input gaps or on output backpressure
-(those add starved / blocked cycles, never busy ones). Latency: the last output beat of a Q token
+each, an erroneous CONFIG 2 (it is checked in its apply cycle). Busy cycles do not depend on ``v``,
+on the mode, on input gaps or on output backpressure (those add starved / blocked cycles, never busy
+ones). Latency: the last output beat of a Q token
 leaves the output register 2 cycles after the token's last step is issued, so a window run back to
 back with an always-ready sink takes ``busy + 2`` cycles from the first command's transfer to the
 last beat's transfer, both end cycles counted (``last - first + 1``).
@@ -66,7 +67,7 @@ def attention_cycles_from_popcounts(
     ``v_pairs``: V-pair commands; ``const_requests``: constant-request Q commands. Returns
     ``config``, ``build``, ``readout``, ``busy`` (= their sum, the RTL's ``busy_cycles``),
     ``spikes``, ``acc_ops``, ``out_beats`` (``G`` per Q command), ``groups``. ``config=False``
-    leaves the CONFIG cycle out (for summing further commands into a window).
+    leaves the CONFIG's two cycles out (for summing further commands into a window).
     """
     g = _groups(dim, lanes)
     kp = [int(c) for c in k_popcounts]
@@ -78,7 +79,7 @@ def attention_cycles_from_popcounts(
         raise ValueError("v_pairs and const_requests must be >= 0")
     build = sum(max(1, g * c) for c in kp) + v_pairs
     readout = sum(g * max(1, c) for c in qp) + g * const_requests
-    cfg = 1 if config else 0
+    cfg = 2 if config else 0
     spikes = sum(kp) + sum(qp)
     return {
         "config": cfg,

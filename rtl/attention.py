@@ -28,7 +28,9 @@ Structure (issue stage A, memory read R, row register B, accumulate C, beat D, o
   ``= negc + sum_i 2 A[i][g]``), so no stage chains a read, an add and an accumulate.
 * A new window does not clear the memory: a per-row *valid* bit (cleared by CONFIG, set when the
   window first writes the row's last group) makes never-written rows read as zero, so CONFIG costs
-  one cycle. CONFIG clears the valid bits and cancels the set of an old-window step still in B.
+  two cycles: its transfer, which registers the payload and its checks, and the next non-stalled
+  cycle, which applies it (window registers, error, the clears) from those registers, taking no
+  command. CONFIG clears the valid bits and cancels the set of an old-window step still in B.
 * The output has a register and a skid register; the pipeline stalls only when D must emit while the
   skid is full, so ``out.ready`` drives nothing but those two registers (no combinational path to
   ``cmd.ready``).
@@ -288,11 +290,38 @@ class AttentionEngine(wiring.Component):
         ]
 
         # ---- command decode ---------------------------------------------------------------
+        # A CONFIG takes two cycles: its transfer (the payload and its checks go into the cfg_*
+        # registers) and the next non-stalled cycle, which applies it from those registers (cfg_pend,
+        # no command taken meanwhile). The window's registers, its error and the clears of the valid
+        # bits, s_V and negc thus start at flip-flops, not at the command port.
         take = Signal(1)
+        cfg_pend = Signal(1)
+        cfg_apply = Signal(1)
         m.d.comb += [
-            self.cmd.ready.eq(~a_pend & ~stall),
+            self.cmd.ready.eq(~a_pend & ~stall & ~cfg_pend),
             take.eq(self.cmd.valid & self.cmd.ready),
+            cfg_apply.eq(cfg_pend & ~stall),
         ]
+        cfg_head_bad, cfg_dim_bad = Signal(1), Signal(1)
+        cfg_head, cfg_mode, cfg_dim = Signal(range(NH)), Signal(1), Signal(range(D + 1))
+        cfg_tokens = Signal(range(self.max_tokens + 1))
+        cfg_one, cfg_empty = Signal(1), Signal(1)
+        cfg_glast, cfg_lowmask = Signal(range(GM)), Signal(D)
+        with m.If(~cfg_pend):                  # the payload of every cycle until a CONFIG is taken
+            m.d.sync += [
+                cfg_head_bad.eq(cmd.head >= NH),
+                cfg_dim_bad.eq((cmd.dim == 0) | (cmd.dim > D) | (cmd.tokens > self.max_tokens)),
+                cfg_head.eq(cmd.head), cfg_mode.eq(cmd.mode), cfg_dim.eq(cmd.dim), cfg_tokens.eq(cmd.tokens),
+                cfg_one.eq(cmd.tokens == 1), cfg_empty.eq(cmd.tokens == 0),
+            ]
+            with m.Switch(cmd.dim):
+                for d in range(1, D + 1):
+                    with m.Case(d):
+                        m.d.sync += [cfg_glast.eq((d - 1) // P), cfg_lowmask.eq((1 << d) - 1)]
+        with m.If(take & (cmd.op == OP_CONFIG)):
+            m.d.sync += cfg_pend.eq(1)
+        with m.If(cfg_apply):
+            m.d.sync += cfg_pend.eq(0)
         accept_kv = Signal(1)
         accept_q = Signal(1)
         pair = Signal(1)                       # KV with mode 1: two k-empty tokens, v = a and v = b
@@ -306,15 +335,15 @@ class AttentionEngine(wiring.Component):
         high_a = (cmd.a & ~w_lowmask).any()
         high_b = (cmd.b & ~w_lowmask).any()
 
+        with m.If(cfg_apply):
+            with m.If(cfg_head_bad):
+                m.d.comb += [raise_err.eq(1), err_code_new.eq(ERR_HEAD)]
+            with m.Elif(cfg_dim_bad):
+                m.d.comb += [raise_err.eq(1), err_code_new.eq(ERR_DIM)]
+            with m.Else():
+                m.d.comb += cfg_ok.eq(1)
         with m.If(take):
             with m.Switch(cmd.op):
-                with m.Case(OP_CONFIG):
-                    with m.If(cmd.head >= NH):
-                        m.d.comb += [raise_err.eq(1), err_code_new.eq(ERR_HEAD)]
-                    with m.Elif((cmd.dim == 0) | (cmd.dim > D) | (cmd.tokens > self.max_tokens)):
-                        m.d.comb += [raise_err.eq(1), err_code_new.eq(ERR_DIM)]
-                    with m.Else():
-                        m.d.comb += cfg_ok.eq(1)
                 with m.Case(OP_KV):
                     with m.Switch(w_state):
                         with m.Case(_W_NONE):
@@ -347,15 +376,11 @@ class AttentionEngine(wiring.Component):
         with m.If(cfg_ok):
             m.d.sync += [
                 error.eq(0), error_code.eq(ERR_NONE), w_state.eq(_W_OPEN),
-                w_head.eq(cmd.head), w_mode.eq(cmd.mode), w_dim.eq(cmd.dim),
-                w_tokens.eq(cmd.tokens), w_kv.eq(0), w_one_left.eq(cmd.tokens == 1),
+                w_head.eq(cfg_head), w_mode.eq(cfg_mode), w_dim.eq(cfg_dim), w_tokens.eq(cfg_tokens),
+                w_kv.eq(0), w_one_left.eq(cfg_one), w_glast.eq(cfg_glast), w_lowmask.eq(cfg_lowmask),
             ]
-            with m.If(cmd.tokens == 0):  # an empty window is complete at once (KV = 0, s_V = 0)
+            with m.If(cfg_empty):  # an empty window is complete at once (KV = 0, s_V = 0)
                 m.d.sync += w_state.eq(_W_FULL)
-            with m.Switch(cmd.dim):
-                for d in range(1, D + 1):
-                    with m.Case(d):
-                        m.d.sync += [w_glast.eq((d - 1) // P), w_lowmask.eq((1 << d) - 1)]
         with m.If(take & (cmd.op == OP_STATUS_CLEAR)):
             m.d.sync += [error.eq(0), error_code.eq(ERR_NONE), w_state.eq(_W_NONE)]
         with m.If(accept_kv):
@@ -454,7 +479,7 @@ class AttentionEngine(wiring.Component):
         # so a B step on the same row slice takes C's result (c_hit -> fwd). The step two ahead wrote in
         # the cycle of the read, which the read port's transparency covers; older writes are in the
         # memory. R decides whether its row is valid in this window from the valid bits plus the pending
-        # sets of B and C, and takes the group's s_V / negc slices, both before a CONFIG taken in the same
+        # sets of B and C, and takes the group's s_V / negc slices, both before a CONFIG applied in the same
         # cycle clears them; a CONFIG cancels the sets of old-window steps in R and B.
         b_build = Signal(1)
         c_build = Signal(1)
@@ -523,15 +548,15 @@ class AttentionEngine(wiring.Component):
         m.d.comb += [
             st.error.eq(error),
             st.error_code.eq(error_code),
-            st.busy.eq(a_pend | r.valid | b.valid | c.valid | d_emit | self.out.valid | skid_valid),
+            st.busy.eq(a_pend | cfg_pend | r.valid | b.valid | c.valid | d_emit | self.out.valid | skid_valid),
         ]
         counters = [st.busy_cycles, st.starved_cycles, st.blocked_cycles, st.spikes, st.acc_ops]
         s_valid = Signal(1)                    # spikes: popcount(k) / popcount(q) one cycle after acceptance
         m.d.sync += s_valid.eq(((accept_kv & ~pair) | (accept_q & ~const_q)) & ~self.counters_clear)
         ev = self.events
         m.d.comb += [
-            ev.busy.eq(~stall & (a_pend | take)),
-            ev.starved.eq(~stall & ~a_pend & ~self.cmd.valid),
+            ev.busy.eq(~stall & (a_pend | take | cfg_pend)),
+            ev.starved.eq(~stall & ~a_pend & ~cfg_pend & ~self.cmd.valid),
             ev.blocked.eq(stall),
             ev.acc_ops.eq(Mux(issue & cur_nz, P, 0)),
             ev.spikes.eq(Mux(s_valid, u_pc, 0)),

@@ -68,7 +68,8 @@ class EngineModel:
             self.error, self.error_code, self.state = 0, ERR_NONE, "none"
             self.busy_cycles += 1
             return []
-        if op == OP_CONFIG:
+        if op == OP_CONFIG:                       # two busy cycles: the transfer and the apply cycle
+            self.busy_cycles += 1
             if c.get("head", 0) >= self.H:
                 return self._raise(ERR_HEAD)
             if not (1 <= c.get("dim", 0) <= self.D and 0 <= c.get("tokens", 0) <= self.N):

@@ -215,4 +215,4 @@ def test_attention_window_too_long_for_a_frame():
     st = ModelledLayer("a", "attention")
     _attention_window(st, kp, qp, "dot", 16, 16, info, long_frames=True)
     assert st.frames == 1 and st.long_frames == 1
-    assert st.counters["attention_busy"] == 1 + 50 + (30 * 2 + 30 * 1) + 1  # config, build, readout, constant
+    assert st.counters["attention_busy"] == 2 + 50 + (30 * 2 + 30 * 1) + 1  # config, build, readout, constant

@@ -46,7 +46,7 @@ def test_compact_saves_the_empty_tokens():
         spikes = comp["spikes"]
         assert comp["busy"] < plain
         if mode == "dot":
-            assert comp["busy"] == 1 + spikes
+            assert comp["busy"] == 2 + spikes       # the CONFIG + one cycle per spike
     cmds = da.encode_window(k, v, q, "hamming", compact=True)
     pairs = [c for c in cmds if c["op"] == da.OP_KV and c.get("mode")]
     empty = int((k.sum(1) == 0).sum())

@@ -124,6 +124,9 @@ def run_engine(eng: AttentionEngine, ref: EngineRef, cmds: list, *, seed: int, g
             if n == 0:
                 result["first_cmd"] = ctx.get(cycles)
             if check_status:
+                if cmd["op"] == OP_CONFIG:     # applied in the first non-stalled cycle after its transfer
+                    while not ctx.get(eng.cmd.ready):
+                        await ctx.tick()
                 got = (ctx.get(eng.status.error), ctx.get(eng.status.error_code))
                 assert got == (err, code), f"command {n} {cmd}: status {got}, expected {(err, code)}"
         result["sent"] = True
@@ -303,7 +306,7 @@ def test_perf_model_formula():
     k = torch.tensor([[1, 1, 0, 0, 1], [0, 0, 0, 0, 0]], dtype=torch.int8)
     q = torch.tensor([[0, 0, 0, 0, 0], [1, 0, 1, 0, 0]], dtype=torch.int8)
     m = perf.attention_cycles(k, k, q, dim=5, lanes=2, mode="dot")  # G = 3
-    assert m["build"] == 3 * 3 + 1 and m["readout"] == 3 * 1 + 3 * 2 and m["busy"] == 1 + 10 + 9
+    assert m["build"] == 3 * 3 + 1 and m["readout"] == 3 * 1 + 3 * 2 and m["busy"] == 2 + 10 + 9
     assert m["spikes"] == 5 and m["acc_ops"] == 2 * 3 * 5 and m["out_beats"] == 6
 
 
