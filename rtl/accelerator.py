@@ -84,7 +84,8 @@ _OVERHEAD = 9              # response frame bytes besides the data: header 6, st
 #: frame until the executor is done with it); the written marks and the requant parameters are written
 #: by WRITE_WEIGHTS / WRITE_PARAMS and RESET jobs, and read only by LINEAR / ATTENTION jobs (the
 #: parameters by the requant pipeline, drained before a job ends); the membranes are read (read enable
-#: high) only in the LIF states that do not write them (LIF4, LIF_SUB). A read during a write is therefore a
+#: high) only in LIF4 and LIF_SUB, and written only in the cycle after SWEEP or LIF_STEP (never one of
+#: those). A read during a write is therefore a
 #: don't-care, and synthesis need not emulate the read-first result (on the iCE40 and ECP5 block RAMs
 #: that is a compare of the read address with the write address, behind the executor's pointers).
 COLLISION_FREE_MEMORIES = ("frame_buf", "weight_marks", "param_marks", "params_m", "params_s", "params_b",
@@ -298,7 +299,10 @@ class FrameTransmitter(wiring.Component):
         pos = Signal(range(self.depth + 9))
         n = Signal(range(self.depth + 1))
         op, tag, st = Signal(8), Signal(8), Signal(8)
-        crc = Signal(16)
+        crc = Signal(16)                       # the CRC of the bytes loaded before tx.payload
+        crc_pend = Signal()                    # tx.payload is a CRC byte not yet in `crc`
+        crc_now = Signal(16)                   # ... and with it (from registers: the CRC network is off
+        m.d.comb += crc_now.eq(Mux(crc_pend, crc16_byte(crc, tx.payload), crc))   # the buffer's read path)
         load = Signal()
         m.d.comb += load.eq(self.busy & (~tx.valid | tx.ready))
 
@@ -310,23 +314,24 @@ class FrameTransmitter(wiring.Component):
         with m.Elif(pos < n + 7):
             m.d.comb += byte.eq(self.rd_data)
         with m.Elif(pos == n + 7):
-            m.d.comb += byte.eq(crc[:8])
+            m.d.comb += byte.eq(crc_now[:8])
         with m.Else():
-            m.d.comb += byte.eq(crc[8:])
+            m.d.comb += byte.eq(crc_now[8:])
         pos_next = Signal.like(pos)
         m.d.comb += [pos_next.eq(Mux(load, pos + 1, pos)), self.rd_addr.eq(pos_next - 7)]
 
         with m.If(tx.ready):
             m.d.sync += tx.valid.eq(0)
+        m.d.sync += [crc.eq(crc_now), crc_pend.eq(0)]
         with m.If(load):
             m.d.sync += [tx.payload.eq(byte), tx.valid.eq(1), pos.eq(pos + 1)]
             with m.If((pos >= 1) & (pos < n + 7)):
-                m.d.sync += crc.eq(crc16_byte(crc, byte))
+                m.d.sync += crc_pend.eq(1)
             with m.If(pos == n + 8):
                 m.d.sync += self.busy.eq(0)
         with m.If(self.start & ~self.busy):
-            m.d.sync += [self.busy.eq(1), pos.eq(0), crc.eq(0xFFFF), n.eq(self.length), op.eq(self.opcode),
-                         tag.eq(self.tag), st.eq(self.status)]
+            m.d.sync += [self.busy.eq(1), pos.eq(0), crc.eq(0xFFFF), crc_pend.eq(0), n.eq(self.length),
+                         op.eq(self.opcode), tag.eq(self.tag), st.eq(self.status)]
         return m
 
 
@@ -528,6 +533,11 @@ class Accelerator(wiring.Component):
         m.d.sync += [rp.eq(rp_next), sp.eq(sp_next), mrow.eq(mrow_next)]
         m.d.comb += [fb_rd.addr.eq(rp_next), wm_rd.addr.eq(sp_next), pm_rd.addr.eq(sp_next), v_rd.addr.eq(mrow_next)]
         m.d.comb += v_rd.en.eq(0)                            # the membrane row is read in LIF4 and LIF_SUB only
+        # the membrane write port from registers (the row's block RAMs sit across the die): the sweep and
+        # LIF_STEP set address, value and lane enables, the write happens in the cycle after
+        v_wa, v_wd, v_we = Signal(range(MR + 1)), Signal(16), Signal(P)
+        m.d.sync += v_we.eq(0)
+        m.d.comb += [v_wr.addr.eq(v_wa), v_wr.en.eq(v_we)] + [v_wr.data[lane].eq(v_wd) for lane in range(P)]
         fb_byte = fb_rd.data
 
         # ---- shared multiplier: operand registers set two states before the product is used ------------
@@ -643,9 +653,14 @@ class Accelerator(wiring.Component):
         q6_n = Signal(3)
         wv = Signal(32)                                      # writer: value bytes still to write, LSB first
         wn = Signal(3)
-        ce = Signal()
+        # the pipeline's enable, ~q6_valid | (wn <= 1), is a register computed from the next values of both:
+        # it enables every stage (P values of be_data among them), so it starts at a flip-flop
+        ce = Signal(init=1)
         it_take = Signal()
-        m.d.comb += [ce.eq(~q6_valid | (wn <= 1)), it_take.eq(be_valid & ce)]
+        q6_valid_next = Mux(ce, q5_valid, q6_valid)
+        wn_next = Mux(ce & q6_valid, q6_n, Mux(wn != 0, wn - 1, 0))
+        m.d.sync += ce.eq(~q6_valid_next | (wn_next <= 1))
+        m.d.comb += it_take.eq(be_valid & ce)
         m.d.comb += [prm_m_rd.addr.eq(be_chan), prm_m_rd.en.eq(ce), prm_s_rd.addr.eq(be_chan), prm_s_rd.en.eq(ce),
                      prb_rd.addr.eq(q2_chan), prb_rd.en.eq(ce)]
         with m.If(it_take):
@@ -704,8 +719,9 @@ class Accelerator(wiring.Component):
         # the membrane row lands in a register straight from the block RAM (f_vrow, every cycle: the
         # block RAMs sit across the die, so their slow output gets no logic), then the lane select in two
         # registered steps: LIF_HI keeps lane f_lane % 8 of each group of 8 lanes (f_vgrp), LIF_SUB picks
-        # the group (f_lane // 8). The next value's row is read in LIF_SUB, before this value's write in
-        # LIF_STEP, and held on the port (read enable low) until the next LIF_LO: the memory is never read
+        # the group (f_lane // 8). The next value's row is read in LIF_SUB, before this value's write (set
+        # in LIF_STEP, done in the cycle after), and held on the port (read enable low) until the next
+        # LIF_LO and f_vrow: the memory is never read
         # while it is written (COLLISION_FREE_MEMORIES), and the two values never share a (row, lane)
         f_vrow = Signal(data.ArrayLayout(signed(16), P))
         m.d.sync += f_vrow.eq(v_rd.data)
@@ -784,6 +800,9 @@ class Accelerator(wiring.Component):
         # engine commands come from registers only (valid and payload): the engines' acceptance logic is
         # long, none of the executor's decoding is added in front of it
         lcv, lop = Signal(), Signal(2)
+        ww_send, ww_addr = Signal(), Signal(16)              # a weight row for the engine (WW_SEND)
+        m.d.sync += ww_send.eq(0)
+        m.d.comb += lin.wload.valid.eq(ww_send)
         l_G_reg = Signal(16)
         m.d.sync += l_G_reg.eq(l_G)                          # the header is stable long before a CONFIG
         lcmd = lin.cmd.payload
@@ -792,10 +811,14 @@ class Accelerator(wiring.Component):
         # the attention engine takes its commands from a register (ac_valid / att.cmd.payload) that takes
         # the executor's command when empty or being emptied (ac_ready): the engine validates and issues
         # a command in the cycle it takes it, and the header fields and bitmaps come from across the die
-        acv, aop, amode = Signal(), Signal(2), Signal()
+        # (op and mode follow from registers: the CONFIG phase flag and the type byte's class, registered
+        # in ATT_TYPE, so no frame-buffer byte reaches them through a decode)
+        acv, a_cfg, k_kv, k_pair, k_const = Signal(), Signal(), Signal(), Signal(), Signal()
         ac_valid, ac_ready = Signal(), Signal()
         if att is not None:
             acmd = Signal.like(att.cmd.payload)
+            aop = Mux(a_cfg, ATT_CONFIG, Mux(k_kv, ATT_KV, ATT_Q))
+            amode = Mux(a_cfg, a_mode[0], Mux(k_kv, k_pair, k_const))
             m.d.comb += [acmd.op.eq(aop), acmd.mode.eq(amode), acmd.dim.eq(a_dim), acmd.tokens.eq(a_tokens),
                          acmd.skip.eq(att_skip), acmd.a.eq(att_a[:DM]), acmd.b.eq(att_b[:DM])]
             m.d.comb += [ac_ready.eq(~ac_valid | att.cmd.ready), att.cmd.valid.eq(ac_valid)]
@@ -893,8 +916,8 @@ class Accelerator(wiring.Component):
                 m.d.comb += [
                     wm_wr.addr.eq(swp), wm_wr.data.eq(0), wm_wr.en.eq(swp < R),
                     pm_wr.addr.eq(swp), pm_wr.data.eq(0), pm_wr.en.eq(swp < PC),
-                    v_wr.addr.eq(swp), v_wr.data.eq(0), v_wr.en.eq(Mux(swp < MR, (1 << P) - 1, 0)),
                 ]
+                m.d.sync += [v_wa.eq(swp), v_wd.eq(0), v_we.eq(Mux(swp < MR, (1 << P) - 1, 0))]
                 m.d.sync += swp.eq(swp + 1)
                 with m.If(swp == n_sweep - 1):
                     m.d.sync += [swp.eq(0), sweep_job.eq(0)]
@@ -1000,22 +1023,23 @@ class Accelerator(wiring.Component):
                     m.next = "WW_ROW"
             with m.State("WW_ROW"):
                 m.d.sync += row_reg.word_select(j_cnt[:max(1, LGP)] if P > 1 else 0, 8).eq(fb_byte)
+                m.d.sync += ww_addr.eq((hf(0, 4) + i_cnt)[:16])      # (a register for WW_SEND)
                 m.d.comb += rp_next.eq(rp + 1)
                 m.d.sync += j_cnt.eq(j_cnt + 1)
                 with m.If(j_cnt == P - 1):
-                    m.d.sync += j_cnt.eq(0)
+                    m.d.sync += [j_cnt.eq(0), ww_send.eq(1)]
                     m.next = "WW_SEND"
-            with m.State("WW_SEND"):
-                waddr = (hf(0, 4) + i_cnt)[:16]
-                m.d.comb += [lin.wload.valid.eq(1), lin.wload.payload.addr.eq(waddr),
-                             lin.wload.payload.data.eq(row_reg)]
+            with m.State("WW_SEND"):                                    # (wload.valid = ww_send, 1 here)
+                m.d.comb += [lin.wload.payload.addr.eq(ww_addr), lin.wload.payload.data.eq(row_reg)]
                 with m.If(lin.wload.ready):
-                    m.d.comb += [wm_wr.addr.eq(waddr), wm_wr.data.eq(1), wm_wr.en.eq(1)]
+                    m.d.comb += [wm_wr.addr.eq(ww_addr), wm_wr.data.eq(1), wm_wr.en.eq(1)]
                     m.d.sync += i_cnt.eq(i_cnt + 1)
                     with m.If(rp == L):
                         m.next = "RESPOND"
                     with m.Else():
                         m.next = "WW_ROW"
+                with m.Else():
+                    m.d.sync += ww_send.eq(1)
 
             # -- WRITE_PARAMS: u16 channel, n x (i16 M, u8 S, i32 B) -----------------------------------------
             with m.State("WP"):
@@ -1114,11 +1138,10 @@ class Accelerator(wiring.Component):
                 with m.If(mark_bad):                                    # (unless the last mark was 0)
                     fail(ERR_UNLOADED)
                 with m.Else():
-                    m.d.comb += lin_run.eq(1)
+                    m.d.comb += [lin_run.eq(1), rp_next.eq(_LIN_HDR)]     # (not behind the engine's ready)
                     m.d.sync += [i_cnt.eq(0), j_cnt.eq(0)]
                     with m.If(lin.cmd.ready):
                         m.d.sync += lcv.eq(0)
-                        m.d.comb += rp_next.eq(_LIN_HDR)
                         with m.If(l_tok_zero):
                             m.next = "LIN_DRAIN"
                         with m.Else():
@@ -1217,9 +1240,7 @@ class Accelerator(wiring.Component):
                 m.d.sync += f_v1.eq(f_vold + (f_prod >> lif_shift))
                 m.next = "LIF_STEP"
             with m.State("LIF_STEP"):                                   # membrane (token f_n, channel f_c)
-                m.d.comb += [v_wr.addr.eq(f_wrow), v_wr.en.eq(1 << f_lane)]
-                for lane in range(P):
-                    m.d.comb += v_wr.data[lane].eq(Mux(f_spike, 0, f_v1[:16]))
+                m.d.sync += [v_wa.eq(f_wrow), v_we.eq(1 << f_lane), v_wd.eq(Mux(f_spike, 0, f_v1[:16]))]
                 with m.If(f_lane == 0):
                     m.d.comb += rl_inc.eq(1)
                 last_c = f_last_c
@@ -1312,18 +1333,16 @@ class Accelerator(wiring.Component):
                         m.next = "AW_PM"
                 with m.State("AW_PM"):
                     scan(pm_rd.data, ERR_UNLOADED, "ATT_CFG",
-                         on_done=[acv.eq(pm_rd.data), aop.eq(ATT_CONFIG), amode.eq(a_mode[0]), att_a.eq(0), att_b.eq(0),
-                                  att_skip.eq(0)])
+                         on_done=[acv.eq(pm_rd.data), a_cfg.eq(1), att_a.eq(0), att_b.eq(0), att_skip.eq(0)])
 
                 # -- ATTENTION: run ----------------------------------------------------------------------------------
                 with m.State("ATT_CFG"):                                    # the CONFIG command is valid
                     with m.If(mark_bad):                                    # (unless the last mark was 0)
                         fail(ERR_UNLOADED)
                     with m.Else():
-                        m.d.comb += att_run.eq(1)
+                        m.d.comb += [att_run.eq(1), rp_next.eq(_ATT_HDR)]     # (not behind ac_ready)
                         with m.If(ac_ready):
                             m.d.sync += acv.eq(0)
-                            m.d.comb += rp_next.eq(_ATT_HDR)
                             m.next = "ATT_TYPE"
                 # ATT_TYPE registers the command's type byte and what follows from it; the next state,
                 # ATT_FIRST, is the type's first state (ATT_A, ATT_SKIP_LO or ATT_SEND), chosen from the
@@ -1336,8 +1355,8 @@ class Accelerator(wiring.Component):
                     with m.Else():
                         is_kv = (fb_byte == CMD_KV) | (fb_byte == CMD_V_PAIR)
                         is_const = ~is_kv & (fb_byte != CMD_Q)
-                        m.d.sync += [att_kind.eq(fb_byte), j_cnt.eq(0), aop.eq(Mux(is_kv, ATT_KV, ATT_Q)),
-                                     amode.eq(Mux(is_kv, fb_byte == CMD_V_PAIR, is_const)), acv.eq(is_const)]
+                        m.d.sync += [att_kind.eq(fb_byte), j_cnt.eq(0), a_cfg.eq(0), k_kv.eq(is_kv),
+                                     k_pair.eq(fb_byte == CMD_V_PAIR), k_const.eq(is_const), acv.eq(is_const)]
                         m.d.comb += rp_next.eq(rp + 1)
                         m.next = "ATT_FIRST"
                 jw = max(1, (len(att_a) // 8 - 1).bit_length())
