@@ -207,9 +207,10 @@ _SDF = """(DELAYFILE
 
 
 def test_endpoint_analysis_of_an_sdf(tmp_path):
-    """``bitstreams.paths`` times a hand-made SDF (nextpnr's layout, one statement a line): the worst arrival at ``x`` comes from the block RAM
-    (5,830 + 1,100 + 236 + 300 ps, against 525 + 600 + 236 + 300 from ``y``), setup 50 ps; ``z`` is
-    525 + 100 ps. At 7.5 ns only ``x`` fails, grouped by the signal names of its two ends."""
+    """``bitstreams.paths`` times a hand-made SDF (nextpnr's layout, one statement a line): the worst
+    arrival at ``x`` comes from the block RAM (5,830 + 1,100 + 236 + 300 ps, against 525 + 600 + 236 +
+    300 from ``y``), setup 50 ps; ``z`` is 525 + 100 ps. At 7.5 ns only ``x`` fails, grouped by the
+    signal names of its two ends."""
     from bitstreams.paths import signal_name, summarize
 
     (tmp_path / "t.sdf").write_text(_SDF)
