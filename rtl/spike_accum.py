@@ -397,9 +397,15 @@ class SpikeAccumulator(wiring.Component):
         m.d.comb += lower.eq(Cat(C(0, 1), *(a_any[:c].any() for c in range(1, K))))
         sel = Signal(K)
         m.d.comb += sel.eq(a_any & ~lower)
-        i_last = Signal(1)                     # this step is the group's last: at most one spike left
-        at_most_one_chunk = ~Cat(*(a_any[c] & lower[c] for c in range(1, K))).any() if K > 1 else C(1, 1)
-        m.d.comb += i_last.eq(~a_two.any() & at_most_one_chunk)
+        # i_last: this step is the group's last (at most one spike left: no chunk with two, at most one
+        # chunk with any). A register, set with every change of the mask state from that state's next
+        # value, so S0's "entry done" decision, which selects the next value of every S0 register, is
+        # one gate from flip-flops
+        def one_left(any_, two_):
+            any_, two_ = Value.cast(any_), Value.cast(two_)
+            low = [any_[:c].any() for c in range(1, K)]
+            return ~two_.any() & ~Cat(*(any_[c] & low[c - 1] for c in range(1, K))).any() if K > 1 else ~two_.any()
+        i_last = Signal(1)
         word = Signal(W)
         m.d.comb += word.eq(Cat(*[
             Cat(*[sel[c] & a_mask[lo + b] if lo + b < hi else C(0, 1) for (c, (lo, hi)) in enumerate(chunks)]).any()
@@ -423,7 +429,8 @@ class SpikeAccumulator(wiring.Component):
 
         def load_entry(e):
             m.d.sync += [a.eq(e), a_mask.eq(e.x), a_cnt.eq(e.cnt), a_any.eq(e.any), a_two.eq(e.two),
-                         a_g.eq(0), a_g0.eq(1), a_glast.eq(e.glast == 0), a_first.eq(1)]
+                         a_g.eq(0), a_g0.eq(1), a_glast.eq(e.glast == 0), a_first.eq(1),
+                         i_last.eq(one_left(e.any, e.two))]
 
         with m.If(~stall):
             m.d.sync += [
@@ -440,9 +447,13 @@ class SpikeAccumulator(wiring.Component):
                     m.d.sync += a_pend.eq(0)
             with m.Elif(i_last):                # group done: the mask restarts for the next group
                 m.d.sync += [a_mask.eq(a.x), a_cnt.eq(a.cnt), a_any.eq(a.any), a_two.eq(a.two),
-                             a_g.eq(a_g + 1), a_g0.eq(0), a_glast.eq(a_g + 1 == a.glast), a_first.eq(1)]
+                             a_g.eq(a_g + 1), a_g0.eq(0), a_glast.eq(a_g + 1 == a.glast), a_first.eq(1),
+                             i_last.eq(one_left(a.any, a.two))]
             with m.Else():                      # the selected chunk loses its lowest spike
                 m.d.sync += a_first.eq(0)
+                any_next = Cat(*(Mux(sel[c], a_two[c], a_any[c]) for c in range(K)))
+                two_next = Cat(*(Mux(sel[c], a_cnt[c] >= 3, a_two[c]) for c in range(K)))
+                m.d.sync += i_last.eq(one_left(any_next, two_next))
                 for c, (lo, hi) in enumerate(chunks):
                     mc = a_mask[lo:hi]
                     with m.If(sel[c]):
