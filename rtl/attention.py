@@ -459,19 +459,21 @@ class AttentionEngine(wiring.Component):
                 r.last.eq(i_last), r.tlast.eq(i_last & g_last), r.nz.eq(cur_nz), r.mode.eq(w_mode),
                 r.skip.eq(cur_skip), r.const.eq(cur_const), r.head.eq(w_head),
             ]
-        with m.If(issue):
+        # the issue registers follow cur_* in every non-stalled cycle (with A empty, the command port: only
+        # a_pend says whether it issued), so their enable is ~stall, not the command's acceptance
+        with m.If(~stall):
             m.d.sync += [a_q.eq(cur_q), a_v.eq(cur_v), a_read.eq(cur_read), a_nz.eq(cur_nz),
                          a_skip.eq(cur_skip), a_const.eq(cur_const)]
             with m.If(cur_read):
                 with m.If(i_last):
-                    m.d.sync += [a_mask.eq(cur_q), a_first.eq(1), a_g.eq(cur_g + 1), a_pend.eq(~g_last)]
+                    m.d.sync += [a_mask.eq(cur_q), a_first.eq(1), a_g.eq(cur_g + 1), a_pend.eq(issue & ~g_last)]
                 with m.Else():
-                    m.d.sync += [a_mask.eq(rest), a_first.eq(0), a_g.eq(cur_g), a_pend.eq(1)]
+                    m.d.sync += [a_mask.eq(rest), a_first.eq(0), a_g.eq(cur_g), a_pend.eq(issue)]
             with m.Else():
                 with m.If(g_last):
-                    m.d.sync += [a_mask.eq(rest), a_g.eq(0), a_pend.eq(rest.any())]
+                    m.d.sync += [a_mask.eq(rest), a_g.eq(0), a_pend.eq(issue & rest.any())]
                 with m.Else():
-                    m.d.sync += [a_mask.eq(cur_mask), a_g.eq(cur_g + 1), a_pend.eq(1)]
+                    m.d.sync += [a_mask.eq(cur_mask), a_g.eq(cur_g + 1), a_pend.eq(issue)]
 
         # ---- stages R and B: the memory read from a registered address; forwarding decisions --------
         # A step reads its row slice in R and writes it back in C, two cycles later. When a step is in B,
