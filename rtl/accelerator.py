@@ -87,11 +87,14 @@ _OVERHEAD = 9              # response frame bytes besides the data: header 6, st
 #: high) only in LIF4 and LIF_SUB, and written only in the cycle after SWEEP or LIF_STEP (never one of
 #: those); the response buffer is written only during a job, which starts once the transmitter is done
 #: with the previous response, and the transmitter uses a data byte from it at the earliest 7 cycles
-#: (the frame header) after the job's last write. A read during a write is therefore a
+#: (the frame header) after the job's last write; the attention engine's KV memory forwards the write
+#: of a read's cycle from a register instead of using the read (``b_hit2``); the spike-accumulate
+#: engine's weight rows are written by WRITE_WEIGHTS jobs only, never while a LINEAR job reads them.
+#: A read during a write is therefore a
 #: don't-care, and synthesis need not emulate the read-first result (on the iCE40 and ECP5 block RAMs
 #: that is a compare of the read address with the write address, behind the executor's pointers).
 COLLISION_FREE_MEMORIES = ("frame_buf", "weight_marks", "param_marks", "params_m", "params_s", "params_b",
-                           "membranes", "resp_buf")
+                           "membranes", "resp_buf", "kv_mem", "w_mem")
 
 
 def yosys_collision_free() -> str:

@@ -22,8 +22,9 @@ Structure (issue stage A, memory read R, row register B, accumulate C, beat D, o
 * **C** (accumulate) works from registers only. Build: ``KV[i][g] += v[g]`` written back. Two
   read-after-write distances exist: the step one behind read before C's write lands, so it takes
   C's result from the ``fwd`` register (``c_hit``); the step two behind read in the cycle of the
-  write, covered by the read port's transparency. Read-out: ``kacc += KV[i][g]`` and (Hamming)
-  ``cacc -= 2 s_V``, starting from 0 and ``negc = -sum_i A[i][g]``.
+  write, and B takes that write's data from ``fwd`` too (``b_hit2``, a registered address compare:
+  the memory needs no read-during-write logic, its read data is not used in that cycle).
+  Read-out: ``kacc += KV[i][g]`` and (Hamming) ``cacc -= 2 s_V``, starting from 0 and ``negc = -sum_i A[i][g]``.
 * **D** forms the beat from the accumulators: ``kacc`` (dot) or ``4 kacc + cacc`` (Hamming,
   ``= negc + sum_i 2 A[i][g]``), so no stage chains a read, an add and an accumulate.
 * A new window does not clear the memory: a per-row *valid* bit (cleared by CONFIG, set when the
@@ -209,7 +210,7 @@ class AttentionEngine(wiring.Component):
         m.submodules.kv_mem = kv_mem = Memory(
             shape=data.ArrayLayout(unsigned(KV_W), P), depth=NH * D * GM, init=[])
         wr = kv_mem.write_port()
-        rd = kv_mem.read_port(transparent_for=(wr,))
+        rd = kv_mem.read_port()                # (no transparency: B forwards the write of R's cycle, b_hit2)
 
         cmd = self.cmd.payload
 
@@ -260,6 +261,7 @@ class AttentionEngine(wiring.Component):
 
         # ---- stage C (write-back, accumulate) and stage D (beat) --------------------------------
         c_hit = Signal(1)                      # C's row slice is the one the step before it writes
+        b_hit2 = Signal(1)                     # B's row slice was written in the cycle of its read (in fwd)
         c_old = Signal(data.ArrayLayout(unsigned(KV_W), P))     # the row slice as read (0 if not valid)
         c_sv = Signal(data.ArrayLayout(unsigned(KV_W), P))      # s_V of group c.g
         c_negc = Signal(data.ArrayLayout(signed(OUT_W), P))     # negc of group c.g
@@ -479,10 +481,11 @@ class AttentionEngine(wiring.Component):
         # A step reads its row slice in R and writes it back in C, two cycles later. When a step is in B,
         # C holds the step issued one cycle before: that write-back lands in this cycle, after the read,
         # so a B step on the same row slice takes C's result (c_hit -> fwd). The step two ahead wrote in
-        # the cycle of the read, which the read port's transparency covers; older writes are in the
-        # memory. R decides whether its row is valid in this window from the valid bits plus the pending
-        # sets of B and C, and takes the group's s_V / negc slices, both before a CONFIG applied in the same
-        # cycle clears them; a CONFIG cancels the sets of old-window steps in R and B.
+        # the cycle of the read: B takes that write from fwd, which holds it then (b_hit2, registered in
+        # R from the two registered addresses); older writes are in the memory. R decides whether its row
+        # is valid in this window from the valid bits plus the pending sets of B and C, and takes the
+        # group's s_V / negc slices, both before a CONFIG applied in the same cycle clears them; a CONFIG
+        # cancels the sets of old-window steps in R and B.
         b_build = Signal(1)
         c_build = Signal(1)
         m.d.comb += [b_build.eq(b.valid & ~b.read), c_build.eq(c.valid & ~c.read)]
@@ -493,13 +496,14 @@ class AttentionEngine(wiring.Component):
                 b_row_ok.eq(row_valid.bit_select(r.i, 1) | (b_build & b.setvalid & (b.i == r.i))
                             | (c_build & c.setvalid & (c.i == r.i))),
                 c.eq(b), c.setvalid.eq(b.setvalid & ~cfg_ok), c_hit.eq(c_build & (b.addr == c.addr)),
+                b_hit2.eq(c_build & (r.addr == c.addr)),
                 c_sv.eq(b_sv), c_negc.eq(b_negc),
             ]
             for lane in range(P):
                 m.d.sync += [
                     b_sv[lane].eq(Array(s_v[g * P + lane] for g in range(GM))[r.g]),
                     b_negc[lane].eq(Array(negc[g * P + lane] for g in range(GM))[r.g]),
-                    c_old[lane].eq(Mux(b_row_ok, rd.data[lane], 0)),
+                    c_old[lane].eq(Mux(b_row_ok, Mux(b_hit2, fwd[lane], rd.data[lane]), 0)),
                 ]
 
         # ---- stage C: build write-back and read-out accumulate ------------------------------

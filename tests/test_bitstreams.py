@@ -131,7 +131,7 @@ def test_collision_free_memories_are_marked(tmp_path):
                 writes[memid] = writes.get(memid, 0) + 1
     assert marked == set(COLLISION_FREE_MEMORIES)
     assert all(writes[name] == 1 for name in COLLISION_FREE_MEMORIES), writes
-    assert {"kv_mem", "w_mem"} <= set(writes) - marked                  # the memories that keep the emulation
+    assert {"totals"} <= set(writes) - marked                           # the memory that keeps the emulation
 
 
 _SDF = """(DELAYFILE
