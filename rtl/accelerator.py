@@ -1349,9 +1349,9 @@ class Accelerator(wiring.Component):
                         with m.If(ac_ready):
                             m.d.sync += acv.eq(0)
                             m.next = "ATT_TYPE"
-                # ATT_TYPE registers the command's type byte and what follows from it; the next state,
+                # ATT_TYPE registers the command's type class (KV / V pair, constant, Q); the next state,
                 # ATT_FIRST, is the type's first state (ATT_A, ATT_SKIP_LO or ATT_SEND), chosen from the
-                # registered type, so no frame-buffer byte decides a state (the block RAM's clock-to-output
+                # registered class, so no frame-buffer byte decides a state (the block RAM's clock-to-output
                 # leaves no time for that), and the cycle counts are those of a direct branch
                 with m.State("ATT_TYPE"):
                     m.d.comb += att_run.eq(1)
@@ -1360,7 +1360,7 @@ class Accelerator(wiring.Component):
                     with m.Else():
                         is_kv = (fb_byte == CMD_KV) | (fb_byte == CMD_V_PAIR)
                         is_const = ~is_kv & (fb_byte != CMD_Q)
-                        m.d.sync += [att_kind.eq(fb_byte), j_cnt.eq(0), a_cfg.eq(0), k_kv.eq(is_kv),
+                        m.d.sync += [j_cnt.eq(0), a_cfg.eq(0), k_kv.eq(is_kv),
                                      k_pair.eq(fb_byte == CMD_V_PAIR), k_const.eq(is_const), acv.eq(is_const)]
                         m.d.comb += rp_next.eq(rp + 1)
                         m.next = "ATT_FIRST"
@@ -1377,7 +1377,7 @@ class Accelerator(wiring.Component):
                     with m.If(j_cnt == a_d - 1):
                         m.d.sync += j_cnt.eq(0)
                         if then is None:                                # a Q token has no second bitmap
-                            with m.If(att_kind == CMD_Q):
+                            with m.If(~k_kv):                           # (a Q token)
                                 m.d.sync += acv.eq(1)
                                 m.next = "ATT_SEND"
                             with m.Else():
@@ -1392,14 +1392,13 @@ class Accelerator(wiring.Component):
                         m.d.sync += acv.eq(0)
                         m.next = "ATT_TYPE"
 
-                with m.State("ATT_FIRST"):
-                    with m.Switch(att_kind):
-                        with m.Case(CMD_KV, CMD_V_PAIR):
-                            att_bitmap(att_a, None)
-                        with m.Case(CMD_Q):
-                            att_skip_lo()
-                        with m.Default():                               # CMD_CONST
-                            att_send()
+                with m.State("ATT_FIRST"):                              # (the type's class: registers)
+                    with m.If(k_kv):
+                        att_bitmap(att_a, None)
+                    with m.Elif(k_const):
+                        att_send()
+                    with m.Else():                                      # CMD_Q
+                        att_skip_lo()
                 with m.State("ATT_SKIP_LO"):
                     att_skip_lo()
                 with m.State("ATT_SKIP_HI"):
