@@ -481,6 +481,15 @@ class Accelerator(wiring.Component):
         prm_s_wr, prm_s_rd = pmem_s.write_port(), pmem_s.read_port()
         m.submodules.params_b = pmem_b = Memory(shape=32, depth=PC, init=[])
         prb_wr, prb_rd = pmem_b.write_port(granularity=8), pmem_b.read_port()
+        # the parameter memories are written from registers (WP_REC sets them, the write follows a cycle
+        # later): the frame buffer's byte lands in a register, not in three block RAMs across the die
+        p_wa, p_wd = Signal(16), Signal(8)
+        p_wem, p_wes, p_web = Signal(2), Signal(), Signal(4)
+        m.d.sync += [p_wem.eq(0), p_wes.eq(0), p_web.eq(0)]
+        m.d.comb += [prm_m_wr.addr.eq(p_wa), prm_s_wr.addr.eq(p_wa), prb_wr.addr.eq(p_wa),
+                     prm_m_wr.data.eq(Cat(p_wd, p_wd)), prm_s_wr.data.eq(p_wd[:6]),
+                     prb_wr.data.eq(Cat(p_wd, p_wd, p_wd, p_wd)),
+                     prm_m_wr.en.eq(p_wem), prm_s_wr.en.eq(p_wes), prb_wr.en.eq(p_web)]
         m.submodules.membranes = vm = Memory(shape=data.ArrayLayout(signed(16), P), depth=MR, init=[])
         v_wr, v_rd = vm.write_port(granularity=1), vm.read_port()
 
@@ -1071,18 +1080,17 @@ class Accelerator(wiring.Component):
                     m.next = "WP_REC"
             with m.State("WP_REC"):                                     # byte j_cnt of record i_cnt
                 paddr = (hf(0, 2) + i_cnt)[:16]
-                m.d.comb += [prm_m_wr.addr.eq(paddr), prm_s_wr.addr.eq(paddr), prb_wr.addr.eq(paddr),
-                             prm_m_wr.data.eq(Cat(fb_byte, fb_byte)), prm_s_wr.data.eq(fb_byte[:6]),
-                             prb_wr.data.eq(Cat(fb_byte, fb_byte, fb_byte, fb_byte)), rp_next.eq(rp + 1)]
+                m.d.sync += [p_wa.eq(paddr), p_wd.eq(fb_byte)]          # (written in the next cycle)
+                m.d.comb += rp_next.eq(rp + 1)
                 with m.Switch(j_cnt[:3]):                                # i16 M, u8 S, i32 B, LSB first
                     for j in range(_PARAM_BYTES):
                         with m.Case(j):
                             if j < 2:
-                                m.d.comb += prm_m_wr.en.eq(1 << j)
+                                m.d.sync += p_wem.eq(1 << j)
                             elif j == 2:
-                                m.d.comb += prm_s_wr.en.eq(1)
+                                m.d.sync += p_wes.eq(1)
                             else:
-                                m.d.comb += prb_wr.en.eq(1 << (j - 3))
+                                m.d.sync += p_web.eq(1 << (j - 3))
                 m.d.sync += j_cnt.eq(j_cnt + 1)
                 with m.If(j_cnt == _PARAM_BYTES - 1):
                     m.d.comb += [pm_wr.addr.eq(paddr), pm_wr.data.eq(1), pm_wr.en.eq(1)]
