@@ -84,7 +84,7 @@ _OVERHEAD = 9              # response frame bytes besides the data: header 6, st
 #: frame until the executor is done with it); the written marks and the requant parameters are written
 #: by WRITE_WEIGHTS / WRITE_PARAMS and RESET jobs, and read only by LINEAR / ATTENTION jobs (the
 #: parameters by the requant pipeline, drained before a job ends); the membranes are read (read enable
-#: high) only in LIF4 and LIF_SUB, and written only in the cycle after SWEEP or LIF_STEP (never one of
+#: high) only in LIF5 and LIF_SUB, and written only in the cycle after SWEEP or LIF_STEP (never one of
 #: those); the response buffer is written only during a job, which starts once the transmitter is done
 #: with the previous response, and the transmitter uses a data byte from it at the earliest 7 cycles
 #: (the frame header) after the job's last write; the attention engine's KV memory forwards the write
@@ -545,8 +545,12 @@ class Accelerator(wiring.Component):
         mrow, mrow_next = Signal(range(MR + 1)), Signal(range(MR + 1))  # membrane rows
         m.d.comb += [rp_next.eq(rp), sp_next.eq(sp), mrow_next.eq(mrow)]   # overridden by the FSM below
         m.d.sync += [rp.eq(rp_next), sp.eq(sp_next), mrow.eq(mrow_next)]
-        m.d.comb += [fb_rd.addr.eq(rp_next), wm_rd.addr.eq(sp_next), pm_rd.addr.eq(sp_next), v_rd.addr.eq(mrow_next)]
-        m.d.comb += v_rd.en.eq(0)                            # the membrane row is read in LIF4 and LIF_SUB only
+        m.d.comb += [fb_rd.addr.eq(rp_next), wm_rd.addr.eq(sp_next), pm_rd.addr.eq(sp_next)]
+        # the membrane read port from registers too (its block RAMs sit across the die): LIF4 and LIF_HI
+        # set address and enable, the row is read at the end of LIF5 / LIF_SUB
+        v_ra, v_re = Signal(range(MR + 1)), Signal()
+        m.d.sync += v_re.eq(0)
+        m.d.comb += [v_rd.addr.eq(v_ra), v_rd.en.eq(v_re)]
         # the membrane write port from registers (the row's block RAMs sit across the die): the sweep and
         # LIF_STEP set address, value and lane enables, the write happens in the cycle after
         v_wa, v_wd, v_we = Signal(range(MR + 1)), Signal(16), Signal(P)
@@ -816,7 +820,8 @@ class Accelerator(wiring.Component):
         lcv, lop = Signal(), Signal(2)
         ww_send, ww_addr = Signal(), Signal(16)              # a weight row for the engine (WW_SEND)
         m.d.sync += ww_send.eq(0)
-        m.d.comb += lin.wload.valid.eq(ww_send)
+        m.d.comb += [lin.wload.valid.eq(ww_send), lin.wload.payload.addr.eq(ww_addr),
+                     lin.wload.payload.data.eq(row_reg)]      # (registers in every state: no state decode)
         l_G_reg = Signal(16)
         m.d.sync += l_G_reg.eq(l_G)                          # the header is stable long before a CONFIG
         lcmd = lin.cmd.payload
@@ -1044,7 +1049,6 @@ class Accelerator(wiring.Component):
                     m.d.sync += [j_cnt.eq(0), ww_send.eq(1)]
                     m.next = "WW_SEND"
             with m.State("WW_SEND"):                                    # (wload.valid = ww_send, 1 here)
-                m.d.comb += [lin.wload.payload.addr.eq(ww_addr), lin.wload.payload.data.eq(row_reg)]
                 with m.If(lin.wload.ready):
                     m.d.comb += [wm_wr.addr.eq(ww_addr), wm_wr.data.eq(1), wm_wr.en.eq(1)]
                     m.d.sync += i_cnt.eq(i_cnt + 1)
@@ -1224,11 +1228,14 @@ class Accelerator(wiring.Component):
                     m.next = "LIF4"
             with m.State("LIF4"):                                       # mul_p = neuron * gc: token 0's row
                 m.d.sync += [f_tok_row.eq(mul_p), f_c.eq(0), f_n.eq(0), f_bits.eq(0)]
-                m.d.comb += [mrow_next.eq(mul_p), rp_next.eq(_LIF_HDR), v_rd.en.eq(1)]
+                m.d.comb += [mrow_next.eq(mul_p), rp_next.eq(_LIF_HDR)]
+                m.d.sync += [v_ra.eq(mul_p), v_re.eq(1)]
                 with m.If(f_tok_zero):
                     m.next = "RESPOND"
                 with m.Else():
-                    m.next = "LIF_LO"
+                    m.next = "LIF5"
+            with m.State("LIF5"):                                       # token 0's first row is read
+                m.next = "LIF_LO"
             with m.State("LIF_LO"):                                     # membrane row mrow is on the port
                 m.d.sync += [f_xlo.eq(fb_byte), f_last_c.eq(f_c == f_ch - 1), f_row_next.eq(f_tok_row + f_gc)]
                 m.d.comb += rp_next.eq(rp + 1)
@@ -1237,12 +1244,13 @@ class Accelerator(wiring.Component):
                 for k in range(P >> LG1):
                     group = Array(f_vrow[(k << LG1) + j] for j in range(1 << LG1))
                     m.d.sync += f_vgrp[k].eq(group[f_lane[:LG1]] if LG1 else group[0])
-                m.d.sync += [f_xhi.eq(fb_byte), f_wrow.eq(mrow),
-                             f_mrow_after.eq(Mux(f_last_c, f_row_next, Mux(f_lane == P - 1, mrow + 1, mrow)))]
+                row_after = Mux(f_last_c, f_row_next, Mux(f_lane == P - 1, mrow + 1, mrow))
+                m.d.sync += [f_xhi.eq(fb_byte), f_wrow.eq(mrow), f_mrow_after.eq(row_after),
+                             v_ra.eq(row_after), v_re.eq(1)]
                 m.d.comb += rp_next.eq(rp + 1)
                 m.next = "LIF_SUB"
             with m.State("LIF_SUB"):                                    # reads the next value's row
-                m.d.comb += [mrow_next.eq(f_mrow_after), v_rd.en.eq(1)]
+                m.d.comb += mrow_next.eq(f_mrow_after)
                 vold = Mux(f_first[0], 0, f_vgrp[f_lane[LG1:]] if LGP > LG1 else f_vgrp[0])
                 m.d.sync += [f_vold.eq(vold), f_diff.eq(Cat(f_xlo, f_xhi).as_signed() - vold)]
                 m.next = "LIF_MUL"
@@ -1433,7 +1441,11 @@ class Accelerator(wiring.Component):
             m.d.comb += rl_inc.eq(1)
 
         # response buffer write (after the FSM: its put / put_data overrides are final here)
-        m.d.comb += [ob_wr.addr.eq(optr), ob_wr.data.eq(put_data), ob_wr.en.eq(put)]
+        # the response buffer is written from registers, a cycle after the put (the transmitter starts in
+        # RESPOND, after the last put state, and reads a data byte at the earliest 7 cycles later)
+        ob_wa, ob_wd, ob_we = Signal.like(optr), Signal(8), Signal()
+        m.d.sync += [ob_wa.eq(optr), ob_wd.eq(put_data), ob_we.eq(put)]
+        m.d.comb += [ob_wr.addr.eq(ob_wa), ob_wr.data.eq(ob_wd), ob_wr.en.eq(ob_we)]
         with m.If(put):
             m.d.sync += optr.eq(optr + 1)
         return m
