@@ -765,6 +765,7 @@ class Accelerator(wiring.Component):
         fi = Signal(range(64))                               # INFO / COUNTERS byte index
         fill_counters = Signal()
         snap = Signal(24)                                    # the upper bytes of the counter being sent
+        cval = Signal(32)                                    # the next counter's value (registered)
         info_rom = Array([C(b, 8) for b in self.info_bytes()])
         # (the counters below are bounded by the frame: a row, record, token or bitmap has at least a byte)
         i_cnt = Signal(range(MP + 1))                        # rows / records / tokens
@@ -984,8 +985,9 @@ class Accelerator(wiring.Component):
                 m.next = "IDLE"
 
             # -- INFO / COUNTERS: fill the response buffer -------------------------------------------------
-            # (a counter is read with a strobe the cycle before its first byte: the COUNTERS state for
-            # counter 0, the fourth byte of counter k for counter k + 1; snap holds its upper bytes)
+            # (a counter is read with a strobe two cycles before its first byte and its value registered in
+            # the cycle between (cval): the COUNTERS state and FILL_CV for counter 0, the third and fourth
+            # byte of counter k for counter k + 1; snap holds the upper bytes of the counter being sent)
             for state, flag in (("INFO", 0), ("COUNTERS", 1)):
                 with m.State(state):
                     with m.If(len_bad):
@@ -993,14 +995,19 @@ class Accelerator(wiring.Component):
                     with m.Else():
                         m.d.comb += [ctr.rd_strobe.eq(flag), ctr.rd_index.eq(0)]
                         m.d.sync += [fi.eq(0), fill_counters.eq(flag)]
-                        m.next = "FILL"
+                        m.next = "FILL_CV" if flag else "FILL"
+            with m.State("FILL_CV"):                                    # counter 0's value (strobed above)
+                m.d.sync += cval.eq(ctr.rd_value)
+                m.next = "FILL"
             with m.State("FILL"):
                 last = Mux(fill_counters, 4 * len(COUNTER_NAMES) - 1, len(self.info_bytes()) - 1)
                 first_byte = fi[:2] == 0
-                m.d.comb += [put.eq(1), put_data.eq(Mux(fill_counters, Mux(first_byte, ctr.rd_value[:8], snap[:8]),
+                m.d.comb += [put.eq(1), put_data.eq(Mux(fill_counters, Mux(first_byte, cval[:8], snap[:8]),
                                                         info_rom[fi[:5]])),
-                             ctr.rd_strobe.eq(fill_counters & (fi[:2] == 3)), ctr.rd_index.eq(fi[2:] + 1)]
-                m.d.sync += [fi.eq(fi + 1), snap.eq(Mux(first_byte, ctr.rd_value[8:], snap[8:]))]
+                             ctr.rd_strobe.eq(fill_counters & (fi[:2] == 2)), ctr.rd_index.eq(fi[2:] + 1)]
+                m.d.sync += [fi.eq(fi + 1), snap.eq(Mux(first_byte, cval[8:], snap[8:]))]
+                with m.If(fi[:2] == 3):
+                    m.d.sync += cval.eq(ctr.rd_value)
                 with m.If(fi == last):
                     m.next = "RESPOND"
 

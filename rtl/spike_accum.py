@@ -302,11 +302,11 @@ class SpikeAccumulator(wiring.Component):
         def clamp(x):
             x = Value.cast(x)
             return x if len(x) <= KR else Mux(x[KR:].any(), (1 << KR) - 1, x[:KR])
-        cfg_prod = Signal(KR)                  # clamp(c_in * G)
+        cfg_prod = Signal(len(cmd.c_in) + len(cmd.groups))     # c_in * G (the multiplier's own register)
         cfg_base = Signal(KR)                  # clamp(base)
         cfg_dim_bad = Signal(1)                # c_in or G out of range
         m.d.sync += [hold.eq(self.cmd.valid & ~take), hold2.eq(hold & self.cmd.valid & ~take),
-                     cfg_prod.eq(clamp(cmd.c_in * cmd.groups)),
+                     cfg_prod.eq(cmd.c_in * cmd.groups),
                      cfg_base.eq(clamp(cmd.base)),
                      cfg_dim_bad.eq((cmd.c_in == 0) | (cmd.c_in > CM) | (cmd.groups == 0))]
         m.d.comb += [
@@ -319,7 +319,7 @@ class SpikeAccumulator(wiring.Component):
         accept = Signal(1)
         clear = Signal(1)
         rows_over = Signal(1)                  # clamp(base) + clamp(c_in * G) > R: iff the true sum is
-        m.d.sync += rows_over.eq(cfg_base + cfg_prod > R)
+        m.d.sync += rows_over.eq(cfg_base + clamp(cfg_prod) > R)
         high_x = (cmd.x & ~c_lowmask).any()
 
         with m.If(take):
