@@ -619,9 +619,13 @@ class Accelerator(wiring.Component):
         be_chan = Signal(range(PC + 1))                      # their parameter channel (both within PC: checked)
         be_prefix = Signal()                                 # an ATTENTION record header still to emit
         be_raw = Signal(24)                                  # u16 skip, u8 const
-        be_n = Mux(be_att, a_dim, l_cout)
-        be_pbase = Mux(be_att, a_pbase, l_pbase)
-        be_ob_sel = Mux(be_att, a_ob_sel, l_ob_sel)
+        # the job's back-end fields, registered (the header is stable for the whole job, be_att from its
+        # first cycle on, and the first beat comes many cycles later): no header decode in the pipeline
+        be_n = Signal(range(PC + 1))
+        be_pbase = Signal(range(PC + 1))
+        be_ob_sel = Signal(2)
+        m.d.sync += [be_n.eq(Mux(be_att, a_dim, l_cout)), be_pbase.eq(Mux(be_att, a_pbase, l_pbase)),
+                     be_ob_sel.eq(Mux(be_att, a_ob_sel, l_ob_sel))]
         if att is not None:
             att_valid, att_group0 = att.out.valid, att.out.payload.group == 0
             att_raw = Cat(att.out.payload.skip, att.out.payload.const)
