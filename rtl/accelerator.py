@@ -743,8 +743,8 @@ class Accelerator(wiring.Component):
         # registered steps: LIF_HI keeps lane f_lane % 8 of each group of 8 lanes (f_vgrp), LIF_SUB picks
         # the group (f_lane // 8). The next value's row is read in LIF_SUB, before this value's write (set
         # in LIF_STEP, done in the cycle after), and held on the port (read enable low) until the next
-        # LIF_LO and f_vrow: the memory is never read
-        # while it is written (COLLISION_FREE_MEMORIES), and the two values never share a (row, lane)
+        # LIF_LO and f_vrow: the memory is never read while it is written (COLLISION_FREE_MEMORIES), and
+        # the two values never share a (row, lane)
         f_vrow = Signal(data.ArrayLayout(signed(16), P))
         m.d.sync += f_vrow.eq(v_rd.data)
         LG1 = min(LGP, 3)
