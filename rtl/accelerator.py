@@ -557,6 +557,10 @@ class Accelerator(wiring.Component):
         m.d.sync += v_we.eq(0)
         m.d.comb += [v_wr.addr.eq(v_wa), v_wr.en.eq(v_we)] + [v_wr.data[lane].eq(v_wd) for lane in range(P)]
         fb_byte = fb_rd.data
+        # the byte again, one cycle later, from a register beside the block RAM: the wide registers (a token,
+        # a weight row, the attention bitmaps) and the byte checks take it from there, not from the port
+        fb_q = Signal(8)
+        m.d.sync += fb_q.eq(fb_byte)
 
         # ---- shared multiplier: operand registers set two states before the product is used ------------
         # every check compares a size with a limit of at most LIM, so operands are clamped to K bits
@@ -777,16 +781,18 @@ class Accelerator(wiring.Component):
         n_rec = Signal(range(MP + 1))
         wp_left = Signal(range(MP + 1))                      # L - (offset of the record walked)
         wp_over = Signal()                                   # channel + records walked > PC
-        # byte checks of the walks, one cycle behind the byte: each check of the byte on the frame buffer's
-        # port is registered every cycle (no state decode and no accumulate behind the block RAM), the walk
-        # state sets its chk_* flag for the next cycle, and bad_now = bad with the pending check
+        # byte checks of the walks, two cycles behind the byte: each check of fb_q is registered every cycle
+        # (no state decode and no accumulate behind the block RAM), the walk state sets its chk_* flag,
+        # which is delayed to meet the check (chk_*_q), and bad_now = bad with the pending check
         bad = Signal()
         bad_now = Signal()
         fb_s_bad, fb_lpad_bad, fb_apad_bad = Signal(), Signal(), Signal()
         chk_s, chk_l, chk_a = Signal(), Signal(), Signal()
-        m.d.sync += [fb_s_bad.eq((fb_byte == 0) | (fb_byte > MAX_SHIFT)), fb_lpad_bad.eq((fb_byte & l_pad) != 0),
-                     fb_apad_bad.eq((fb_byte & a_pad) != 0), chk_s.eq(0), chk_l.eq(0), chk_a.eq(0)]
-        m.d.comb += bad_now.eq(bad | (chk_s & fb_s_bad) | (chk_l & fb_lpad_bad) | (chk_a & fb_apad_bad))
+        chk_s_q, chk_l_q, chk_a_q = Signal(), Signal(), Signal()
+        m.d.sync += [fb_s_bad.eq((fb_q == 0) | (fb_q > MAX_SHIFT)), fb_lpad_bad.eq((fb_q & l_pad) != 0),
+                     fb_apad_bad.eq((fb_q & a_pad) != 0), chk_s.eq(0), chk_l.eq(0), chk_a.eq(0),
+                     chk_s_q.eq(chk_s), chk_l_q.eq(chk_l), chk_a_q.eq(chk_a)]
+        m.d.comb += bad_now.eq(bad | (chk_s_q & fb_s_bad) | (chk_l_q & fb_lpad_bad) | (chk_a_q & fb_apad_bad))
         m.d.sync += bad.eq(bad_now)                          # (the job's first walk state clears it)
         row_reg = Signal(8 * P)
         tok_x = Signal(8 * -(-self.in_max // 8))
@@ -794,6 +800,22 @@ class Accelerator(wiring.Component):
         att_b = Signal(8 * -(-DM // 8))
         att_skip = Signal(16)
         att_kind = Signal(8)
+        # a walk state that takes the byte on the port into one of these registers sets its land_* flag;
+        # the byte lands from fb_q in the next cycle at the state's byte index (land_j = j_cnt then)
+        land_row, land_tok, land_a, land_b, land_slo, land_shi = (Signal(name=f"land_{n}") for n in
+                                                                 ("row", "tok", "a", "b", "slo", "shi"))
+        land_j = Signal.like(j_cnt)
+        m.d.sync += [land_row.eq(0), land_tok.eq(0), land_a.eq(0), land_b.eq(0), land_slo.eq(0), land_shi.eq(0),
+                     land_j.eq(j_cnt)]
+        for flag, reg in ((land_row, row_reg), (land_tok, tok_x), (land_a, att_a), (land_b, att_b)):
+            with m.If(flag):
+                n_bytes = len(reg) // 8
+                m.d.sync += reg.word_select(land_j[:max(1, (n_bytes - 1).bit_length())] if n_bytes > 1 else 0,
+                                            8).eq(fb_q)
+        with m.If(land_slo):
+            m.d.sync += att_skip[:8].eq(fb_q)
+        with m.If(land_shi):
+            m.d.sync += att_skip[8:].eq(fb_q)
         kvc = Signal(18)
         qseen = Signal()
         # the ATTENTION walk's checks and pointers for the command at rp, registered in AW_TYPE (every cycle,
@@ -1052,13 +1074,15 @@ class Accelerator(wiring.Component):
                     m.d.sync += [i_cnt.eq(0), j_cnt.eq(0)]
                     m.next = "WW_ROW"
             with m.State("WW_ROW"):
-                m.d.sync += row_reg.word_select(j_cnt[:max(1, LGP)] if P > 1 else 0, 8).eq(fb_byte)
-                m.d.sync += ww_addr.eq((hf(0, 4) + i_cnt)[:16])      # (a register for WW_SEND)
+                m.d.sync += [land_row.eq(1), ww_addr.eq((hf(0, 4) + i_cnt)[:16])]      # (a register for WW_SEND)
                 m.d.comb += rp_next.eq(rp + 1)
                 m.d.sync += j_cnt.eq(j_cnt + 1)
                 with m.If(j_cnt == P - 1):
-                    m.d.sync += [j_cnt.eq(0), ww_send.eq(1)]
-                    m.next = "WW_SEND"
+                    m.d.sync += j_cnt.eq(0)
+                    m.next = "WW_LAND"
+            with m.State("WW_LAND"):                                    # the row's last byte lands
+                m.d.sync += ww_send.eq(1)
+                m.next = "WW_SEND"
             with m.State("WW_SEND"):                                    # (wload.valid = ww_send, 1 here)
                 with m.If(lin.wload.ready):
                     m.d.comb += [wm_wr.addr.eq(ww_addr), wm_wr.data.eq(1), wm_wr.en.eq(1)]
@@ -1083,7 +1107,9 @@ class Accelerator(wiring.Component):
                              wp_left.eq(wp_left - _PARAM_BYTES), wp_over.eq(wp_chan_c + clamp(n_rec + 1) > PC)]
                 m.d.comb += rp_next.eq(rp + _PARAM_BYTES)               # (read past the end: harmless)
                 with m.If(wp_left < 2 * _PARAM_BYTES):                  # no whole record after this one
-                    m.next = "WP_CHECK"
+                    m.next = "WP_WAIT"
+            with m.State("WP_WAIT"):                                    # the last S's check is registered
+                m.next = "WP_CHECK"
             with m.State("WP_CHECK"):
                 m.d.comb += rp_next.eq(_WP_HDR)                         # (as in LIN3)
                 with m.If(wp_left != 0):                                # a partial record
@@ -1149,7 +1175,9 @@ class Accelerator(wiring.Component):
                 m.d.comb += [rp_next.eq(rp + l_B_r), sp_next.eq(l_wbase)]   # whatever fb_byte says
                 m.d.sync += [i_cnt.eq(i_cnt + 1), chk_l.eq(1)]
                 with m.If(i_cnt == l_tok_m1):
-                    m.next = "LIN_PADCHK"
+                    m.next = "LIN_PADWAIT"
+            with m.State("LIN_PADWAIT"):                                # the last token's check is registered
+                m.next = "LIN_PADCHK"
             with m.State("LIN_PADCHK"):                                 # a padding bit of any token: registered
                 with m.If(bad_now):
                     fail(ERR_RANGE)
@@ -1176,11 +1204,14 @@ class Accelerator(wiring.Component):
                             m.next = "LIN_TOK"
             with m.State("LIN_TOK"):
                 m.d.comb += [lin_run.eq(1), rp_next.eq(rp + 1)]
-                m.d.sync += [tok_x.word_select(j_cnt[:max(1, (len(tok_x) // 8 - 1).bit_length())], 8).eq(fb_byte),
-                             j_cnt.eq(j_cnt + 1)]
+                m.d.sync += [land_tok.eq(1), j_cnt.eq(j_cnt + 1)]
                 with m.If(j_cnt == l_B_last):
-                    m.d.sync += [j_cnt.eq(0), lcv.eq(1), lop.eq(LIN_TOKEN)]
-                    m.next = "LIN_SEND"
+                    m.d.sync += [j_cnt.eq(0), lop.eq(LIN_TOKEN)]
+                    m.next = "LIN_LAND"
+            with m.State("LIN_LAND"):                                   # the token's last byte lands
+                m.d.comb += lin_run.eq(1)
+                m.d.sync += lcv.eq(1)
+                m.next = "LIN_SEND"
             with m.State("LIN_SEND"):                                   # the TOKEN command is valid
                 m.d.comb += lin_run.eq(1)
                 with m.If(lin.cmd.ready):
@@ -1385,32 +1416,31 @@ class Accelerator(wiring.Component):
                     with m.If(rp == L):
                         m.next = "ATT_DRAIN"
                     with m.Else():
-                        is_kv = (fb_byte == CMD_KV) | (fb_byte == CMD_V_PAIR)
-                        is_const = ~is_kv & (fb_byte != CMD_Q)
+                        # the walk let only the four type bytes through, and their low three bits tell
+                        # them apart (1 KV, 2 V pair, 3 Q, 4 constant): one LUT from the port to a class
+                        t = fb_byte[:3]
+                        is_kv = ~t[2] & (t[0] ^ t[1])
                         m.d.sync += [j_cnt.eq(0), a_cfg.eq(0), k_kv.eq(is_kv),
-                                     k_pair.eq(fb_byte == CMD_V_PAIR), k_const.eq(is_const), acv.eq(is_const)]
+                                     k_pair.eq(t[1] & ~t[0]), k_const.eq(t[2]), acv.eq(t[2])]
                         m.d.comb += rp_next.eq(rp + 1)
                         m.next = "ATT_FIRST"
-                jw = max(1, (len(att_a) // 8 - 1).bit_length())
 
                 def att_skip_lo():
                     m.d.comb += [att_run.eq(1), rp_next.eq(rp + 1)]
-                    m.d.sync += att_skip[:8].eq(fb_byte)
+                    m.d.sync += land_slo.eq(1)
                     m.next = "ATT_SKIP_HI"
 
-                def att_bitmap(reg, then):
+                def att_bitmap(land, then):                             # the byte lands a cycle later
                     m.d.comb += [att_run.eq(1), rp_next.eq(rp + 1)]
-                    m.d.sync += [reg.word_select(j_cnt[:jw], 8).eq(fb_byte), j_cnt.eq(j_cnt + 1)]
+                    m.d.sync += [land.eq(1), j_cnt.eq(j_cnt + 1)]
                     with m.If(j_cnt == a_d - 1):
                         m.d.sync += j_cnt.eq(0)
                         if then is None:                                # a Q token has no second bitmap
                             with m.If(~k_kv):                           # (a Q token)
-                                m.d.sync += acv.eq(1)
-                                m.next = "ATT_SEND"
+                                m.next = "ATT_LAND"
                             with m.Else():
-                                m.next = "ATT_B"
+                                m.next = "ATT_B"                        # (a lands in ATT_B's first cycle)
                         else:
-                            m.d.sync += acv.eq(1)
                             m.next = then
 
                 def att_send():                                         # the KV / Q command is valid
@@ -1421,7 +1451,7 @@ class Accelerator(wiring.Component):
 
                 with m.State("ATT_FIRST"):                              # (the type's class: registers)
                     with m.If(k_kv):
-                        att_bitmap(att_a, None)
+                        att_bitmap(land_a, None)
                     with m.Elif(k_const):
                         att_send()
                     with m.Else():                                      # CMD_Q
@@ -1430,12 +1460,16 @@ class Accelerator(wiring.Component):
                     att_skip_lo()
                 with m.State("ATT_SKIP_HI"):
                     m.d.comb += [att_run.eq(1), rp_next.eq(rp + 1)]
-                    m.d.sync += att_skip[8:].eq(fb_byte)
+                    m.d.sync += land_shi.eq(1)
                     m.next = "ATT_A"
                 with m.State("ATT_A"):
-                    att_bitmap(att_a, None)
+                    att_bitmap(land_a, None)
                 with m.State("ATT_B"):
-                    att_bitmap(att_b, "ATT_SEND")
+                    att_bitmap(land_b, "ATT_LAND")
+                with m.State("ATT_LAND"):                               # the last bitmap byte lands
+                    m.d.comb += att_run.eq(1)
+                    m.d.sync += acv.eq(1)
+                    m.next = "ATT_SEND"
                 with m.State("ATT_SEND"):
                     att_send()
                 with m.State("ATT_DRAIN"):

@@ -256,6 +256,8 @@ class AttentionEngine(wiring.Component):
         b = Signal(step)
         c = Signal(step)
         b_row_ok = Signal(1)                   # row b.i is valid in this window (decided in R)
+        set_en = Signal(1)                     # row set_i's valid bit is set in this cycle
+        set_i = Signal(range(D))
         b_sv = Signal(data.ArrayLayout(unsigned(KV_W), P))      # s_V of group b.g (taken in R)
         b_negc = Signal(data.ArrayLayout(signed(OUT_W), P))     # negc of group b.g
 
@@ -392,24 +394,23 @@ class AttentionEngine(wiring.Component):
         # s_V / negc take a KV token's update one cycle after its acceptance (registered: the popcount is
         # off the acceptance path); a read-out of the window reads them from stage B on, which is at least
         # one cycle later still (the first Q command is taken after the last KV command)
+        # (the coefficients are registered with the token, so the 64 lane adders start at flip-flops)
         u_valid = Signal(1)
         u_pair = Signal(1)
         u_a = Signal(D)
         u_b = Signal(D)
         u_pc = Signal(range(D + 1))
-        u_dim = Signal(range(D + 1))
+        u_coef = Signal(signed(8))             # dim - 2 popcount(k): dim for a k-empty token
+        u_coef2 = Signal(signed(9))            # a pair with both v_j set adds the coefficient twice
         m.d.sync += [u_valid.eq(accept_kv), u_pair.eq(pair), u_a.eq(cmd.a), u_b.eq(cmd.b), u_pc.eq(pc_a),
-                     u_dim.eq(w_dim)]
+                     u_coef.eq(Mux(pair, w_dim, w_dim - 2 * pc_a)), u_coef2.eq(w_dim * 2)]
         with m.If(u_valid):
-            coef = Signal(signed(8))           # dim - 2 popcount(k): dim for a k-empty token
-            coef2 = Signal(signed(9))          # a pair with both v_j set adds the coefficient twice
-            m.d.comb += [coef.eq(Mux(u_pair, u_dim, u_dim - 2 * u_pc)), coef2.eq(u_dim * 2)]
             for j in range(D):
                 va = u_pair & u_a[j]           # the pair's first v
                 vb = u_b[j]
                 m.d.sync += [
                     s_v[j].eq(s_v[j] + Cat(vb ^ va, vb & va)),
-                    negc[j].eq(negc[j] + Mux(vb & va, coef2, Mux(vb | va, coef, 0))),
+                    negc[j].eq(negc[j] + Mux(vb & va, u_coef2, Mux(vb | va, u_coef, 0))),
                 ]
 
         with m.If(cfg_ok):                     # after the delayed update: a new window starts from 0
@@ -494,7 +495,7 @@ class AttentionEngine(wiring.Component):
             m.d.sync += [
                 b.eq(r), b.setvalid.eq(r.setvalid & ~cfg_ok),
                 b_row_ok.eq(row_valid.bit_select(r.i, 1) | (b_build & b.setvalid & (b.i == r.i))
-                            | (c_build & c.setvalid & (c.i == r.i))),
+                            | (c_build & c.setvalid & (c.i == r.i)) | (set_en & (set_i == r.i))),
                 c.eq(b), c.setvalid.eq(b.setvalid & ~cfg_ok), c_hit.eq(c_build & (b.addr == c.addr)),
                 b_hit2.eq(c_build & (r.addr == c.addr)),
                 c_sv.eq(b_sv), c_negc.eq(b_negc),
@@ -512,10 +513,13 @@ class AttentionEngine(wiring.Component):
         for lane in range(P):
             m.d.comb += new_row[lane].eq(old[lane] + c.vs[lane])
         m.d.comb += [wr.addr.eq(c.addr), wr.data.eq(new_row), wr.en.eq(c_build & ~stall)]
+        # a finished row's valid bit is set one cycle after its write-back, from registers (set_en /
+        # set_i: R counts that pending set too); a CONFIG applied in the write-back's cycle cancels it
         with m.If(~stall):
             m.d.sync += fwd.eq(new_row)
-            with m.If(c_build & c.setvalid):
-                m.d.sync += row_valid.bit_select(c.i, 1).eq(1)
+        m.d.sync += [set_en.eq(c_build & c.setvalid & ~stall & ~cfg_ok), set_i.eq(c.i)]
+        with m.If(set_en):
+            m.d.sync += row_valid.bit_select(set_i, 1).eq(1)
         with m.If(cfg_ok):  # after the set above: a new window wins over the old window's last write
             m.d.sync += row_valid.eq(0)
 
