@@ -313,15 +313,17 @@ class FrameTransmitter(wiring.Component):
 
         plen = Signal(16)
         m.d.comb += plen.eq(n + 1)
-        byte = Signal(8)
+        # the output byte is one of two registers: a buffer byte goes from the read port straight into
+        # `dat` (no multiplexer behind the block RAM), a header or CRC byte into `hdr`
+        hdr, dat, from_buf = Signal(8), Signal(8), Signal()
+        m.d.comb += tx.payload.eq(Mux(from_buf, dat, hdr))
+        hdr_byte = Signal(8)
         with m.If(pos < 7):
-            m.d.comb += byte.eq(Array([C(SYNC_DEVICE, 8), C(VERSION, 8), op, tag, plen[:8], plen[8:], st])[pos[:3]])
-        with m.Elif(pos < n + 7):
-            m.d.comb += byte.eq(self.rd_data)
+            m.d.comb += hdr_byte.eq(Array([C(SYNC_DEVICE, 8), C(VERSION, 8), op, tag, plen[:8], plen[8:], st])[pos[:3]])
         with m.Elif(pos == n + 7):
-            m.d.comb += byte.eq(crc_now[:8])
+            m.d.comb += hdr_byte.eq(crc_now[:8])
         with m.Else():
-            m.d.comb += byte.eq(crc_now[8:])
+            m.d.comb += hdr_byte.eq(crc_now[8:])
         pos_next = Signal.like(pos)
         m.d.comb += [pos_next.eq(Mux(load, pos + 1, pos)), self.rd_addr.eq(pos_next - 7)]
 
@@ -329,7 +331,8 @@ class FrameTransmitter(wiring.Component):
             m.d.sync += tx.valid.eq(0)
         m.d.sync += [crc.eq(crc_now), crc_pend.eq(0)]
         with m.If(load):
-            m.d.sync += [tx.payload.eq(byte), tx.valid.eq(1), pos.eq(pos + 1)]
+            m.d.sync += [hdr.eq(hdr_byte), dat.eq(self.rd_data), from_buf.eq((pos >= 7) & (pos < n + 7)),
+                         tx.valid.eq(1), pos.eq(pos + 1)]
             with m.If((pos >= 1) & (pos < n + 7)):
                 m.d.sync += crc_pend.eq(1)
             with m.If(pos == n + 8):
@@ -546,6 +549,13 @@ class Accelerator(wiring.Component):
         m.d.comb += [rp_next.eq(rp), sp_next.eq(sp), mrow_next.eq(mrow)]   # overridden by the FSM below
         m.d.sync += [rp.eq(rp_next), sp.eq(sp_next), mrow.eq(mrow_next)]
         m.d.comb += [fb_rd.addr.eq(rp_next), wm_rd.addr.eq(sp_next), pm_rd.addr.eq(sp_next)]
+        # the mark memories are written from registers, a cycle after the state that sets them (SWEEP,
+        # WW_SEND, WP_REC; nothing reads a mark in the cycle after)
+        wm_wa, wm_wd, wm_we = Signal.like(wm_wr.addr), Signal(), Signal()
+        pm_wa, pm_wd, pm_we = Signal.like(pm_wr.addr), Signal(), Signal()
+        m.d.sync += [wm_we.eq(0), pm_we.eq(0)]
+        m.d.comb += [wm_wr.addr.eq(wm_wa), wm_wr.data.eq(wm_wd), wm_wr.en.eq(wm_we),
+                     pm_wr.addr.eq(pm_wa), pm_wr.data.eq(pm_wd), pm_wr.en.eq(pm_we)]
         # the membrane read port from registers too (its block RAMs sit across the die): LIF4 and LIF_HI
         # set address and enable, the row is read at the end of LIF5 / LIF_SUB
         v_ra, v_re = Signal(range(MR + 1)), Signal()
@@ -959,10 +969,8 @@ class Accelerator(wiring.Component):
         with m.FSM(init="SWEEP", name="exec"):
             # -- power-on / RESET: clear the written marks and the membranes, one row per cycle ----------
             with m.State("SWEEP"):
-                m.d.comb += [
-                    wm_wr.addr.eq(swp), wm_wr.data.eq(0), wm_wr.en.eq(swp < R),
-                    pm_wr.addr.eq(swp), pm_wr.data.eq(0), pm_wr.en.eq(swp < PC),
-                ]
+                m.d.sync += [wm_wa.eq(swp), wm_wd.eq(0), wm_we.eq(swp < R),
+                             pm_wa.eq(swp), pm_wd.eq(0), pm_we.eq(swp < PC)]
                 m.d.sync += [v_wa.eq(swp), v_wd.eq(0), v_we.eq(Mux(swp < MR, (1 << P) - 1, 0))]
                 m.d.sync += swp.eq(swp + 1)
                 with m.If(swp == n_sweep - 1):
@@ -1085,7 +1093,7 @@ class Accelerator(wiring.Component):
                 m.next = "WW_SEND"
             with m.State("WW_SEND"):                                    # (wload.valid = ww_send, 1 here)
                 with m.If(lin.wload.ready):
-                    m.d.comb += [wm_wr.addr.eq(ww_addr), wm_wr.data.eq(1), wm_wr.en.eq(1)]
+                    m.d.sync += [wm_wa.eq(ww_addr), wm_wd.eq(1), wm_we.eq(1)]
                     m.d.sync += i_cnt.eq(i_cnt + 1)
                     with m.If(rp == L):
                         m.next = "RESPOND"
@@ -1134,7 +1142,7 @@ class Accelerator(wiring.Component):
                                 m.d.sync += p_web.eq(1 << (j - 3))
                 m.d.sync += j_cnt.eq(j_cnt + 1)
                 with m.If(j_cnt == _PARAM_BYTES - 1):
-                    m.d.comb += [pm_wr.addr.eq(paddr), pm_wr.data.eq(1), pm_wr.en.eq(1)]
+                    m.d.sync += [pm_wa.eq(paddr), pm_wd.eq(1), pm_we.eq(1)]
                     m.d.sync += [j_cnt.eq(0), i_cnt.eq(i_cnt + 1)]
                     with m.If(i_cnt == n_rec):
                         m.next = "RESPOND"

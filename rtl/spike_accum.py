@@ -212,14 +212,20 @@ class SpikeAccumulator(wiring.Component):
         rd = w_mem.read_port()   # rows of the running layer are not written: no transparency needed
 
         # ---- weight load: one row per cycle, never back-pressured ---------------------------
+        # the row, its address and the range check are registered first; the memory is written from those
+        # registers in the next cycle (a token reads its rows three cycles after its transfer at the earliest)
         wl = self.wload.payload
         w_bad = Signal(1)
+        wl_ok = Signal(1)
+        wl_addr = Signal.like(wl.addr)
+        wl_data = Signal.like(wl.data)
+        m.d.sync += [wl_ok.eq(self.wload.valid & (wl.addr < R)), wl_addr.eq(wl.addr), wl_data.eq(wl.data)]
         m.d.comb += [
             self.wload.ready.eq(1),
-            w_bad.eq(self.wload.valid & (wl.addr >= R)),
-            wr.addr.eq(wl.addr),
-            wr.data.eq(wl.data),
-            wr.en.eq(self.wload.valid & (wl.addr < R)),
+            w_bad.eq(self.wload.valid & (wl.addr >= R)),      # (the error is flagged at the transfer)
+            wr.addr.eq(wl_addr),
+            wr.data.eq(wl_data),
+            wr.en.eq(wl_ok),
         ]
 
         # ---- configuration and error registers ----------------------------------------------
