@@ -542,13 +542,34 @@ class Accelerator(wiring.Component):
         m.d.sync += [l_pad.eq(pad_mask(l_cin)), a_pad.eq(pad_mask(a_dim))]
 
         # ---- pointers into the memories: address = next value, so data = memory[pointer] ------------
-        rp, rp_next = Signal(range(MP + 1)), Signal(range(MP + 1))    # frame buffer
-        sp_w = max(R, PC)
-        sp, sp_next = Signal(range(sp_w + 1)), Signal(range(sp_w + 1))  # weight / parameter marks
+        # A pointer's next value comes from registers only: a one-cycle load (ld, val) or the pointer plus a
+        # step that holds until changed. The FSM sets them a cycle ahead, on the transition into the state
+        # whose address they give (see `walk`), so no state decode sits in front of a block RAM address.
+        class Walk:
+            def __init__(self, name: str, depth: int, step_w: int = 1):
+                self.ptr = Signal(range(depth + 1), name=f"{name}_ptr")
+                self.ld = Signal(name=f"{name}_ld")
+                self.val = Signal(range(depth + 1), name=f"{name}_val")
+                self.step = Signal(step_w, name=f"{name}_step")
+                self.next = Signal(range(depth + 1), name=f"{name}_next")
+                m.d.comb += self.next.eq(Mux(self.ld, self.val, self.ptr + self.step))
+                m.d.sync += [self.ptr.eq(self.next), self.ld.eq(0)]
+
+            def load(self, value, step=0) -> list:
+                """The next cycle's address is ``value``; the pointer then moves by ``step`` a cycle."""
+                return [self.ld.eq(1), self.val.eq(value), self.step.eq(step)]
+
+            def go(self, step) -> list:
+                """From the next cycle on the pointer moves by ``step`` a cycle (0: it holds)."""
+                return [self.step.eq(step)]
+
+        fbw = Walk("fb", MP, step_w=max(1, (max(_PARAM_BYTES, -(-self.in_max // 8))).bit_length()))
+        wmw, pmw = Walk("wm", R), Walk("pm", PC)                        # the two mark memories' scans
+        rp = fbw.ptr
         mrow, mrow_next = Signal(range(MR + 1)), Signal(range(MR + 1))  # membrane rows
-        m.d.comb += [rp_next.eq(rp), sp_next.eq(sp), mrow_next.eq(mrow)]   # overridden by the FSM below
-        m.d.sync += [rp.eq(rp_next), sp.eq(sp_next), mrow.eq(mrow_next)]
-        m.d.comb += [fb_rd.addr.eq(rp_next), wm_rd.addr.eq(sp_next), pm_rd.addr.eq(sp_next)]
+        m.d.comb += mrow_next.eq(mrow)                                   # overridden by the FSM below
+        m.d.sync += mrow.eq(mrow_next)
+        m.d.comb += [fb_rd.addr.eq(fbw.next), wm_rd.addr.eq(wmw.next), pm_rd.addr.eq(pmw.next)]
         # the mark memories are written from registers, a cycle after the state that sets them (SWEEP,
         # WW_SEND, WP_REC; nothing reads a mark in the cycle after)
         wm_wa, wm_wd, wm_we = Signal.like(wm_wr.addr), Signal(), Signal()
@@ -845,6 +866,7 @@ class Accelerator(wiring.Component):
             aw.q_end.eq(aw_q_end), aw.q_chk.eq(rp + 2 + a_d),
         ]
         chk_two = Signal()
+        aw_chk = Signal()                                    # AW_GO goes on to AW_CHK1
         chk_b = Signal(17)
         nxt = Signal(17)
         # a scan's position is a down count with its "last mark" flag registered beside it, so the pointer
@@ -895,21 +917,22 @@ class Accelerator(wiring.Component):
         mark_bad = Signal()                                  # the mark read in the cycle before was 0
         m.d.sync += mark_bad.eq(0)                           # (set by the scan states only)
 
-        def scan(mark, fail_code: int, then: str, then_sp=None, then_count=None, on_done=()) -> None:
+        def scan(mark, walk, fail_code: int, then: str, then_walk=None, then_count=None, on_done=()) -> None:
             """One written mark per cycle from the pointer on: fail at a 0, else ``then`` after the last.
 
             The mark goes into a register (``mark_bad``) and fails the frame one cycle later, so no block
             RAM output decides a state: a 0 among the marks fails in the next scan cycle, a 0 as the last
             mark in state ``then``'s first cycle, which checks ``mark_bad`` first (the next scan does; the
             CFG states too, and their command is valid only when the last mark was 1: ``on_done`` gets
-            ``mark``). ``then_sp`` / ``then_count`` start the scan that follows in state ``then``."""
-            # the pointer does not depend on the mark just read (memory output -> address is no path)
-            m.d.comb += sp_next.eq(Mux(scan_last, sp if then_sp is None else then_sp, sp + 1))
+            ``mark``). The scan walks ``walk`` (its pointer at the first mark and moving, see `Walk`);
+            ``then_walk`` / ``then_count`` start the scan that follows in state ``then`` (its pointer is at
+            its first mark already)."""
             m.d.sync += [scan_left.eq(scan_left - 1), scan_last.eq(scan_left == 1), mark_bad.eq(~mark)]
             with m.If(mark_bad):
                 fail(fail_code)
             with m.Elif(scan_last):
                 m.d.sync += list(on_done) + ([] if then_count is None else scan_start(then_count))
+                m.d.sync += walk.go(0) + ([] if then_walk is None else then_walk.go(1))
                 m.next = then
 
         # check operands from registers (the header and L are stable from the IDLE cycle on): the checks
@@ -981,6 +1004,11 @@ class Accelerator(wiring.Component):
                         m.next = "IDLE"
 
             with m.State("IDLE"):
+                # every cycle: the first frame-buffer byte of the op's walk (LINEAR: LIN0) and the scans' bases
+                op = rcv.opcode
+                m.d.sync += fbw.load(Mux(op == OP_WRITE_WEIGHTS, _WW_HDR, Mux(op == OP_WRITE_PARAMS, _WP_HDR + 2,
+                                                                           Mux(op == OP_LIF, _LIF_HDR, _ATT_HDR))))
+                m.d.sync += wmw.load(l_wbase) + pmw.load(Mux(op == OP_ATTENTION, a_pbase, l_pbase))
                 with m.If(rcv.job_valid & ~txu.busy):
                     m.d.comb += ev_frame.eq(1)
                     m.d.sync += [optr.eq(0), status.eq(OK),
@@ -1072,21 +1100,19 @@ class Accelerator(wiring.Component):
                     m.next = "RESPOND"
 
             # -- WRITE_WEIGHTS: u32 row, k rows of P int8 -----------------------------------------------------
-            with m.State("WW"):
-                m.d.comb += rp_next.eq(_WW_HDR)                         # (as in LIN3)
+            with m.State("WW"):                                         # (the pointer is at _WW_HDR)
                 with m.If(len_bad):                                  # L < 4 + P, or a partial row
                     fail(ERR_LENGTH)
                 with m.Elif(ww_over):
                     fail(ERR_RANGE)
                 with m.Else():
-                    m.d.sync += [i_cnt.eq(0), j_cnt.eq(0)]
+                    m.d.sync += [i_cnt.eq(0), j_cnt.eq(0), *fbw.go(1)]
                     m.next = "WW_ROW"
             with m.State("WW_ROW"):
                 m.d.sync += [land_row.eq(1), ww_addr.eq((hf(0, 4) + i_cnt)[:16])]      # (a register for WW_SEND)
-                m.d.comb += rp_next.eq(rp + 1)
                 m.d.sync += j_cnt.eq(j_cnt + 1)
                 with m.If(j_cnt == P - 1):
-                    m.d.sync += j_cnt.eq(0)
+                    m.d.sync += [j_cnt.eq(0), *fbw.go(0)]
                     m.next = "WW_LAND"
             with m.State("WW_LAND"):                                    # the row's last byte lands
                 m.d.sync += ww_send.eq(1)
@@ -1094,7 +1120,7 @@ class Accelerator(wiring.Component):
             with m.State("WW_SEND"):                                    # (wload.valid = ww_send, 1 here)
                 with m.If(lin.wload.ready):
                     m.d.sync += [wm_wa.eq(ww_addr), wm_wd.eq(1), wm_we.eq(1)]
-                    m.d.sync += i_cnt.eq(i_cnt + 1)
+                    m.d.sync += [i_cnt.eq(i_cnt + 1), *fbw.go(1)]
                     with m.If(rp == L):
                         m.next = "RESPOND"
                     with m.Else():
@@ -1103,34 +1129,31 @@ class Accelerator(wiring.Component):
                     m.d.sync += ww_send.eq(1)
 
             # -- WRITE_PARAMS: u16 channel, n x (i16 M, u8 S, i32 B) -----------------------------------------
-            with m.State("WP"):
-                m.d.comb += rp_next.eq(_WP_HDR + 2)                     # the first record's S (as in LIN3)
+            with m.State("WP"):                                         # (the pointer is at the first S)
                 with m.If(len_bad):
                     fail(ERR_LENGTH)
                 with m.Else():
-                    m.d.sync += [wp_left.eq(L - _WP_HDR), n_rec.eq(0), bad.eq(0)]
+                    m.d.sync += [wp_left.eq(L - _WP_HDR), n_rec.eq(0), bad.eq(0), *fbw.go(_PARAM_BYTES)]
                     m.next = "WP_WALK"
             with m.State("WP_WALK"):                                    # fb_byte = S of the record at rp - 2
                 m.d.sync += [chk_s.eq(1), n_rec.eq(n_rec + 1),
                              wp_left.eq(wp_left - _PARAM_BYTES), wp_over.eq(wp_chan_c + clamp(n_rec + 1) > PC)]
-                m.d.comb += rp_next.eq(rp + _PARAM_BYTES)               # (read past the end: harmless)
                 with m.If(wp_left < 2 * _PARAM_BYTES):                  # no whole record after this one
-                    m.next = "WP_WAIT"
+                    m.next = "WP_WAIT"                                  # (read past the end: harmless)
             with m.State("WP_WAIT"):                                    # the last S's check is registered
+                m.d.sync += fbw.load(_WP_HDR)
                 m.next = "WP_CHECK"
             with m.State("WP_CHECK"):
-                m.d.comb += rp_next.eq(_WP_HDR)                         # (as in LIN3)
                 with m.If(wp_left != 0):                                # a partial record
                     fail(ERR_LENGTH)
                 with m.Elif(wp_over | bad_now):                         # channel + records > PC, or an S
                     fail(ERR_RANGE)
                 with m.Else():
-                    m.d.sync += [i_cnt.eq(0), j_cnt.eq(0), n_rec.eq(n_rec - 1)]     # (the last record's index)
+                    m.d.sync += [i_cnt.eq(0), j_cnt.eq(0), n_rec.eq(n_rec - 1), *fbw.go(1)]  # (last record)
                     m.next = "WP_REC"
             with m.State("WP_REC"):                                     # byte j_cnt of record i_cnt
                 paddr = (hf(0, 2) + i_cnt)[:16]
                 m.d.sync += [p_wa.eq(paddr), p_wd.eq(fb_byte)]          # (written in the next cycle)
-                m.d.comb += rp_next.eq(rp + 1)
                 with m.Switch(j_cnt[:3]):                                # i16 M, u8 S, i32 B, LSB first
                     for j in range(_PARAM_BYTES):
                         with m.Case(j):
@@ -1148,8 +1171,8 @@ class Accelerator(wiring.Component):
                         m.next = "RESPOND"
 
             # -- LINEAR: checks ------------------------------------------------------------------------------
-            with m.State("LIN0"):
-                m.d.sync += mul_load(l_cin, l_G)                           # for LIN2
+            with m.State("LIN0"):                                       # token 0's last byte (LIN_PAD)
+                m.d.sync += [*mul_load(l_cin, l_G), *fbw.load(l_tok0_last)]    # for LIN2
                 with m.If(len_bad):
                     fail(ERR_LENGTH)
                 with m.Else():
@@ -1170,19 +1193,19 @@ class Accelerator(wiring.Component):
                 with m.Else():
                     m.next = "LIN3"
             with m.State("LIN3"):                                       # mul_p = tokens * c_out
-                # the pointers start whatever the checks say: no compare in front of a memory address
-                m.d.comb += [sp_next.eq(l_wbase), rp_next.eq(l_tok0_last)]
+                # (the pointers are at token 0's last byte and the marks' bases since LIN1 / IDLE)
                 with m.If(l_rows_over | (mul_p > l_out_lim)):           # (mul_p << sel) + 1 > MP
                     fail(ERR_RANGE)
                 with m.Elif(l_pad_tok):
-                    m.d.sync += [i_cnt.eq(0), bad.eq(0)]
+                    m.d.sync += [i_cnt.eq(0), bad.eq(0), *fbw.go(l_B_r)]
                     m.next = "LIN_PAD"
                 with m.Else():
+                    m.d.sync += [*fbw.load(_LIN_HDR), *wmw.go(1)]
                     m.next = "LIN_WM"
             with m.State("LIN_PAD"):                                    # fb_byte = last byte of token i
-                m.d.comb += [rp_next.eq(rp + l_B_r), sp_next.eq(l_wbase)]   # whatever fb_byte says
                 m.d.sync += [i_cnt.eq(i_cnt + 1), chk_l.eq(1)]
                 with m.If(i_cnt == l_tok_m1):
+                    m.d.sync += fbw.load(_LIN_HDR)                      # token 0's first byte (LIN_TOK)
                     m.next = "LIN_PADWAIT"
             with m.State("LIN_PADWAIT"):                                # the last token's check is registered
                 m.next = "LIN_PADCHK"
@@ -1190,11 +1213,12 @@ class Accelerator(wiring.Component):
                 with m.If(bad_now):
                     fail(ERR_RANGE)
                 with m.Else():
+                    m.d.sync += wmw.go(1)
                     m.next = "LIN_WM"
             with m.State("LIN_WM"):
-                scan(wm_rd.data, ERR_UNLOADED, "LIN_PM", then_sp=l_pbase, then_count=l_cout)
+                scan(wm_rd.data, wmw, ERR_UNLOADED, "LIN_PM", then_walk=pmw, then_count=l_cout)
             with m.State("LIN_PM"):
-                scan(pm_rd.data, ERR_UNLOADED, "LIN_CFG",
+                scan(pm_rd.data, pmw, ERR_UNLOADED, "LIN_CFG",
                      on_done=[lcv.eq(pm_rd.data), lop.eq(LIN_CONFIG), tok_x.eq(0)])
 
             # -- LINEAR: run -----------------------------------------------------------------------------------
@@ -1202,19 +1226,19 @@ class Accelerator(wiring.Component):
                 with m.If(mark_bad):                                    # (unless the last mark was 0)
                     fail(ERR_UNLOADED)
                 with m.Else():
-                    m.d.comb += [lin_run.eq(1), rp_next.eq(_LIN_HDR)]     # (not behind the engine's ready)
+                    m.d.comb += lin_run.eq(1)                           # (the pointer is at _LIN_HDR)
                     m.d.sync += [i_cnt.eq(0), j_cnt.eq(0)]
                     with m.If(lin.cmd.ready):
-                        m.d.sync += lcv.eq(0)
+                        m.d.sync += [lcv.eq(0), *fbw.go(1)]
                         with m.If(l_tok_zero):
                             m.next = "LIN_DRAIN"
                         with m.Else():
                             m.next = "LIN_TOK"
             with m.State("LIN_TOK"):
-                m.d.comb += [lin_run.eq(1), rp_next.eq(rp + 1)]
+                m.d.comb += lin_run.eq(1)
                 m.d.sync += [land_tok.eq(1), j_cnt.eq(j_cnt + 1)]
                 with m.If(j_cnt == l_B_last):
-                    m.d.sync += [j_cnt.eq(0), lop.eq(LIN_TOKEN)]
+                    m.d.sync += [j_cnt.eq(0), lop.eq(LIN_TOKEN), *fbw.go(0)]
                     m.next = "LIN_LAND"
             with m.State("LIN_LAND"):                                   # the token's last byte lands
                 m.d.comb += lin_run.eq(1)
@@ -1223,7 +1247,7 @@ class Accelerator(wiring.Component):
             with m.State("LIN_SEND"):                                   # the TOKEN command is valid
                 m.d.comb += lin_run.eq(1)
                 with m.If(lin.cmd.ready):
-                    m.d.sync += [i_cnt.eq(i_cnt + 1), lcv.eq(0)]
+                    m.d.sync += [i_cnt.eq(i_cnt + 1), lcv.eq(0), *fbw.go(1)]
                     with m.If(i_cnt == l_tok_m1):
                         m.next = "LIN_DRAIN"
                     with m.Else():
@@ -1278,17 +1302,17 @@ class Accelerator(wiring.Component):
                     m.next = "LIF4"
             with m.State("LIF4"):                                       # mul_p = neuron * gc: token 0's row
                 m.d.sync += [f_tok_row.eq(mul_p), f_c.eq(0), f_n.eq(0), f_bits.eq(0)]
-                m.d.comb += [mrow_next.eq(mul_p), rp_next.eq(_LIF_HDR)]
+                m.d.comb += mrow_next.eq(mul_p)                         # (the pointer is at _LIF_HDR)
                 m.d.sync += [v_ra.eq(mul_p), v_re.eq(1)]
                 with m.If(f_tok_zero):
                     m.next = "RESPOND"
                 with m.Else():
                     m.next = "LIF5"
             with m.State("LIF5"):                                       # token 0's first row is read
+                m.d.sync += fbw.go(1)
                 m.next = "LIF_LO"
             with m.State("LIF_LO"):                                     # membrane row mrow is on the port
                 m.d.sync += [f_xlo.eq(fb_byte), f_last_c.eq(f_c == f_ch - 1), f_row_next.eq(f_tok_row + f_gc)]
-                m.d.comb += rp_next.eq(rp + 1)
                 m.next = "LIF_HI"
             with m.State("LIF_HI"):                                     # ... and in f_vrow
                 for k in range(P >> LG1):
@@ -1296,8 +1320,7 @@ class Accelerator(wiring.Component):
                     m.d.sync += f_vgrp[k].eq(group[f_lane[:LG1]] if LG1 else group[0])
                 row_after = Mux(f_last_c, f_row_next, Mux(f_lane == P - 1, mrow + 1, mrow))
                 m.d.sync += [f_xhi.eq(fb_byte), f_wrow.eq(mrow), f_mrow_after.eq(row_after),
-                             v_ra.eq(row_after), v_re.eq(1)]
-                m.d.comb += rp_next.eq(rp + 1)
+                             v_ra.eq(row_after), v_re.eq(1), *fbw.go(0)]
                 m.next = "LIF_SUB"
             with m.State("LIF_SUB"):                                    # reads the next value's row
                 m.d.comb += mrow_next.eq(f_mrow_after)
@@ -1320,6 +1343,7 @@ class Accelerator(wiring.Component):
                     m.d.sync += f_bits.eq(0)
                 with m.Else():
                     m.d.sync += f_bits.eq(f_sbits)
+                m.d.sync += fbw.go(1)
                 m.next = "LIF_LO"
                 with m.If(last_c):
                     m.d.sync += [f_c.eq(0), f_n.eq(f_n + 1), f_tok_row.eq(f_row_next)]
@@ -1330,8 +1354,7 @@ class Accelerator(wiring.Component):
 
             if att is not None:                                 # the ATTENTION states
                 # -- ATTENTION: walk the command stream (lengths, types, bitmap padding) ------------------------
-                with m.State("ATT0"):
-                    m.d.comb += rp_next.eq(_ATT_HDR)                    # (as in LIN3)
+                with m.State("ATT0"):                                   # (the pointer is at _ATT_HDR)
                     with m.If(len_bad):
                         fail(ERR_LENGTH)
                     with m.Else():
@@ -1344,51 +1367,51 @@ class Accelerator(wiring.Component):
                     with m.Else():
                         m.d.sync += att_kind.eq(fb_byte)                    # registered: the decision below
                         m.next = "AW_CMD"                                   # drives the buffer address
+                # AW_CMD decides from registers and loads the pointer for AW_GO, which presents the address
+                # (a bitmap's last byte, AW_CHK1, or the next command's type, AW_TYPE)
                 with m.State("AW_CMD"):                                     # rp = the command's type byte
-                    m.next = "AW_TYPE"
+                    m.next = "AW_GO"
+                    m.d.sync += aw_chk.eq(0)
                     with m.Switch(att_kind):
                         with m.Case(CMD_KV, CMD_V_PAIR):
                             with m.If(Mux(att_kind == CMD_V_PAIR, aw.kv2_bad, aw.kv1_bad)):
                                 fail(ERR_LENGTH)
                             with m.Else():
                                 m.d.sync += [kvc.eq(kvc + 1 + (att_kind == CMD_V_PAIR)), nxt.eq(aw.kv_end),
-                                             chk_two.eq(1), chk_b.eq(aw.kv_chk2)]
-                                with m.If(aw.need_chk):
-                                    m.d.comb += rp_next.eq(aw.kv_chk1)
-                                    m.next = "AW_CHK1"
-                                with m.Else():
-                                    m.d.comb += rp_next.eq(aw.kv_end)
+                                             chk_two.eq(1), chk_b.eq(aw.kv_chk2), aw_chk.eq(aw.need_chk),
+                                             *fbw.load(Mux(aw.need_chk, aw.kv_chk1, aw.kv_end))]
                         with m.Case(CMD_Q):
                             with m.If(aw.q_bad):
                                 fail(ERR_LENGTH)
                             with m.Else():
-                                m.d.sync += [qseen.eq(1), n_rec.eq(n_rec + 1), nxt.eq(aw.q_end), chk_two.eq(0)]
-                                with m.If(aw.need_chk):
-                                    m.d.comb += rp_next.eq(aw.q_chk)
-                                    m.next = "AW_CHK1"
-                                with m.Else():
-                                    m.d.comb += rp_next.eq(aw.q_end)
+                                m.d.sync += [qseen.eq(1), n_rec.eq(n_rec + 1), nxt.eq(aw.q_end), chk_two.eq(0),
+                                             aw_chk.eq(aw.need_chk),
+                                             *fbw.load(Mux(aw.need_chk, aw.q_chk, aw.q_end))]
                         with m.Case(CMD_CONST):
                             with m.If(aw.kv_short):
                                 fail(ERR_LENGTH)
                             with m.Else():
-                                m.d.sync += [qseen.eq(1), n_rec.eq(n_rec + 1)]
-                                m.d.comb += rp_next.eq(rp + 1)
+                                m.d.sync += [qseen.eq(1), n_rec.eq(n_rec + 1), *fbw.load(rp + 1)]
                         with m.Default():
                             fail(ERR_RANGE)
+                with m.State("AW_GO"):                                      # the address loaded in AW_CMD
+                    with m.If(aw_chk):
+                        m.d.sync += fbw.load(Mux(chk_two, chk_b, nxt))
+                        m.next = "AW_CHK1"
+                    with m.Else():
+                        m.next = "AW_TYPE"
                 with m.State("AW_CHK1"):                                    # fb_byte = last byte of a bitmap
                     m.d.sync += chk_a.eq(1)
                     with m.If(chk_two):
-                        m.d.comb += rp_next.eq(chk_b)
+                        m.d.sync += fbw.load(nxt)
                         m.next = "AW_CHK2"
                     with m.Else():
-                        m.d.comb += rp_next.eq(nxt)
                         m.next = "AW_TYPE"
                 with m.State("AW_CHK2"):
                     m.d.sync += chk_a.eq(1)
-                    m.d.comb += rp_next.eq(nxt)
                     m.next = "AW_TYPE"
                 with m.State("AW_END"):
+                    m.d.sync += fbw.load(_ATT_HDR)                      # the first command (ATT_TYPE)
                     with m.If(aw.kv_short):
                         fail(ERR_LENGTH)
                     with m.Elif(a_hdr_bad | bad_now):
@@ -1397,13 +1420,13 @@ class Accelerator(wiring.Component):
                         m.next = "AW_FIT"
                 with m.State("AW_FIT"):                                     # mul_p = records * record bytes
                     m.d.sync += scan_start(a_dim)                           # 1 <= dim <= PC after AW_END
-                    m.d.comb += sp_next.eq(a_pbase)                     # (as in LIN3)
                     with m.If(mul_p >= MP):                             # mul_p + 1 > MP
                         fail(ERR_RANGE)
                     with m.Else():
+                        m.d.sync += pmw.go(1)                           # (the pointer is at a_pbase)
                         m.next = "AW_PM"
                 with m.State("AW_PM"):
-                    scan(pm_rd.data, ERR_UNLOADED, "ATT_CFG",
+                    scan(pm_rd.data, pmw, ERR_UNLOADED, "ATT_CFG",
                          on_done=[acv.eq(pm_rd.data), a_cfg.eq(1), att_a.eq(0), att_b.eq(0), att_skip.eq(0)])
 
                 # -- ATTENTION: run ----------------------------------------------------------------------------------
@@ -1411,9 +1434,9 @@ class Accelerator(wiring.Component):
                     with m.If(mark_bad):                                    # (unless the last mark was 0)
                         fail(ERR_UNLOADED)
                     with m.Else():
-                        m.d.comb += [att_run.eq(1), rp_next.eq(_ATT_HDR)]     # (not behind ac_ready)
+                        m.d.comb += att_run.eq(1)                       # (the pointer is at _ATT_HDR)
                         with m.If(ac_ready):
-                            m.d.sync += acv.eq(0)
+                            m.d.sync += [acv.eq(0), *fbw.go(1)]
                             m.next = "ATT_TYPE"
                 # ATT_TYPE registers the command's type class (KV / V pair, constant, Q); the next state,
                 # ATT_FIRST, is the type's first state (ATT_A, ATT_SKIP_LO or ATT_SEND), chosen from the
@@ -1430,44 +1453,46 @@ class Accelerator(wiring.Component):
                         is_kv = ~t[2] & (t[0] ^ t[1])
                         m.d.sync += [j_cnt.eq(0), a_cfg.eq(0), k_kv.eq(is_kv),
                                      k_pair.eq(t[1] & ~t[0]), k_const.eq(t[2]), acv.eq(t[2])]
-                        m.d.comb += rp_next.eq(rp + 1)
+                        m.d.sync += fbw.go(~t[2])                       # a constant has no byte after its type
                         m.next = "ATT_FIRST"
 
                 def att_skip_lo():
-                    m.d.comb += [att_run.eq(1), rp_next.eq(rp + 1)]
+                    m.d.comb += att_run.eq(1)
                     m.d.sync += land_slo.eq(1)
                     m.next = "ATT_SKIP_HI"
 
                 def att_bitmap(land, then):                             # the byte lands a cycle later
-                    m.d.comb += [att_run.eq(1), rp_next.eq(rp + 1)]
+                    m.d.comb += att_run.eq(1)
                     m.d.sync += [land.eq(1), j_cnt.eq(j_cnt + 1)]
                     with m.If(j_cnt == a_d - 1):
                         m.d.sync += j_cnt.eq(0)
                         if then is None:                                # a Q token has no second bitmap
                             with m.If(~k_kv):                           # (a Q token)
+                                m.d.sync += fbw.go(0)
                                 m.next = "ATT_LAND"
                             with m.Else():
                                 m.next = "ATT_B"                        # (a lands in ATT_B's first cycle)
                         else:
+                            m.d.sync += fbw.go(0)
                             m.next = then
 
                 def att_send():                                         # the KV / Q command is valid
                     m.d.comb += att_run.eq(1)
                     with m.If(ac_ready):
-                        m.d.sync += acv.eq(0)
+                        m.d.sync += [acv.eq(0), *fbw.go(1)]
                         m.next = "ATT_TYPE"
 
                 with m.State("ATT_FIRST"):                              # (the type's class: registers)
                     with m.If(k_kv):
                         att_bitmap(land_a, None)
-                    with m.Elif(k_const):
+                    with m.Elif(k_const):                               # (the pointer held: ATT_TYPE)
                         att_send()
                     with m.Else():                                      # CMD_Q
                         att_skip_lo()
                 with m.State("ATT_SKIP_LO"):
                     att_skip_lo()
                 with m.State("ATT_SKIP_HI"):
-                    m.d.comb += [att_run.eq(1), rp_next.eq(rp + 1)]
+                    m.d.comb += att_run.eq(1)
                     m.d.sync += land_shi.eq(1)
                     m.next = "ATT_A"
                 with m.State("ATT_A"):
