@@ -773,13 +773,16 @@ class Accelerator(wiring.Component):
         f_xlo = Signal(8)
         f_xhi = Signal(8)
         f_vold = Signal(signed(16))                          # the membrane before the step
+        f_ch_m1 = Signal(16)                                 # channels - 1 (the header is stable)
+        m.d.sync += f_ch_m1.eq(f_ch - 1)
         # the membrane row lands in a register straight from the block RAM (f_vrow, every cycle: the
         # block RAMs sit across the die, so their slow output gets no logic), then the lane select in two
-        # registered steps: LIF_HI keeps lane f_lane % 8 of each group of 8 lanes (f_vgrp), LIF_SUB picks
-        # the group (f_lane // 8). The next value's row is read in LIF_SUB, before this value's write (set
-        # in LIF_STEP, done in the cycle after), and held on the port (read enable low) until the next
-        # LIF_LO and f_vrow: the memory is never read while it is written (COLLISION_FREE_MEMORIES), and
-        # the two values never share a (row, lane)
+        # registered steps: LIF_LO keeps lane f_lane % 8 of each group of 8 lanes (f_vgrp, 0 for a first
+        # step), LIF_HI picks the group (f_lane // 8, f_vold). The next value's row is read in LIF_SUB,
+        # before this value's write (set in LIF_STEP, done in the cycle after), and held on the port (read
+        # enable low) until the next LIF_HI; it is in f_vrow from the next LIF_LO on (the first value's:
+        # LIF5 reads it, LIF5B waits for it): the memory is never read while it is written
+        # (COLLISION_FREE_MEMORIES), and the two values never share a (row, lane)
         f_vrow = Signal(data.ArrayLayout(signed(16), P))
         m.d.sync += f_vrow.eq(v_rd.data)
         LG1 = min(LGP, 3)
@@ -989,6 +992,16 @@ class Accelerator(wiring.Component):
             l_body.eq(L - _LIN_HDR), f_body.eq(L - _LIF_HDR),
         ]
 
+        # the dispatch decodes registered compares of the header's version and opcode (set by the receiver
+        # at least five bytes before the frame's job is valid)
+        dispatch = {OP_INFO: "INFO", OP_RESET: "RESET", OP_WRITE_WEIGHTS: "WW", OP_WRITE_PARAMS: "WP",
+                    OP_WRITE_LIF: "WL", OP_LINEAR: "LIN0", OP_LIF: "LIF0", OP_COUNTERS: "COUNTERS",
+                    OP_CLEAR_COUNTERS: "CLEAR"}
+        if att is not None:                                  # (no engine: ATTENTION is an unknown opcode)
+            dispatch[OP_ATTENTION] = "ATT0"
+        d_op, d_ver_bad = Signal(len(dispatch)), Signal()
+        m.d.sync += [d_op.eq(Cat(rcv.opcode == op for op in dispatch)), d_ver_bad.eq(rcv.version != VERSION)]
+
         with m.FSM(init="SWEEP", name="exec"):
             # -- power-on / RESET: clear the written marks and the membranes, one row per cycle ----------
             with m.State("SWEEP"):
@@ -1024,18 +1037,12 @@ class Accelerator(wiring.Component):
                         with m.Default():
                             with m.If(~rcv.crc_ok):
                                 fail(ERR_CRC)
-                            with m.Elif(rcv.version != VERSION):
+                            with m.Elif(d_ver_bad):
                                 fail(ERR_VERSION)
                             with m.Else():
-                                with m.Switch(rcv.opcode):
-                                    for op, state in ((OP_INFO, "INFO"), (OP_RESET, "RESET"),
-                                                      (OP_WRITE_WEIGHTS, "WW"), (OP_WRITE_PARAMS, "WP"),
-                                                      (OP_WRITE_LIF, "WL"), (OP_LINEAR, "LIN0"), (OP_LIF, "LIF0"),
-                                                      (OP_ATTENTION, "ATT0"), (OP_COUNTERS, "COUNTERS"),
-                                                      (OP_CLEAR_COUNTERS, "CLEAR")):
-                                        if op == OP_ATTENTION and att is None:
-                                            continue                    # no engine: an unknown opcode
-                                        with m.Case(op):
+                                with m.Switch(d_op):                    # one-hot (or 0: an unknown opcode)
+                                    for i, state in enumerate(dispatch.values()):
+                                        with m.Case("-" * (len(dispatch) - 1 - i) + "1" + "-" * i):
                                             m.next = state
                                     with m.Default():
                                         fail(ERR_OPCODE)
@@ -1309,23 +1316,25 @@ class Accelerator(wiring.Component):
                 with m.Else():
                     m.next = "LIF5"
             with m.State("LIF5"):                                       # token 0's first row is read
+                m.next = "LIF5B"
+            with m.State("LIF5B"):                                      # ... on the port
                 m.d.sync += fbw.go(1)
                 m.next = "LIF_LO"
-            with m.State("LIF_LO"):                                     # membrane row mrow is on the port
-                m.d.sync += [f_xlo.eq(fb_byte), f_last_c.eq(f_c == f_ch - 1), f_row_next.eq(f_tok_row + f_gc)]
-                m.next = "LIF_HI"
-            with m.State("LIF_HI"):                                     # ... and in f_vrow
+            with m.State("LIF_LO"):                                     # membrane row mrow is in f_vrow
                 for k in range(P >> LG1):
                     group = Array(f_vrow[(k << LG1) + j] for j in range(1 << LG1))
-                    m.d.sync += f_vgrp[k].eq(group[f_lane[:LG1]] if LG1 else group[0])
+                    m.d.sync += f_vgrp[k].eq(Mux(f_first[0], 0, group[f_lane[:LG1]] if LG1 else group[0]))
+                m.d.sync += [f_xlo.eq(fb_byte), f_last_c.eq(f_c == f_ch_m1), f_row_next.eq(f_tok_row + f_gc)]
+                m.next = "LIF_HI"
+            with m.State("LIF_HI"):
+                m.d.sync += f_vold.eq(f_vgrp[f_lane[LG1:]] if LGP > LG1 else f_vgrp[0])
                 row_after = Mux(f_last_c, f_row_next, Mux(f_lane == P - 1, mrow + 1, mrow))
                 m.d.sync += [f_xhi.eq(fb_byte), f_wrow.eq(mrow), f_mrow_after.eq(row_after),
                              v_ra.eq(row_after), v_re.eq(1), *fbw.go(0)]
                 m.next = "LIF_SUB"
             with m.State("LIF_SUB"):                                    # reads the next value's row
                 m.d.comb += mrow_next.eq(f_mrow_after)
-                vold = Mux(f_first[0], 0, f_vgrp[f_lane[LG1:]] if LGP > LG1 else f_vgrp[0])
-                m.d.sync += [f_vold.eq(vold), f_diff.eq(Cat(f_xlo, f_xhi).as_signed() - vold)]
+                m.d.sync += f_diff.eq(Cat(f_xlo, f_xhi).as_signed() - f_vold)
                 m.next = "LIF_MUL"
             with m.State("LIF_MUL"):
                 m.d.sync += f_prod.eq(f_diff * lif_leak)

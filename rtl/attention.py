@@ -223,7 +223,6 @@ class AttentionEngine(wiring.Component):
         w_mode = Signal(1)
         w_dim = Signal(range(D + 1))
         w_glast = Signal(range(GM))            # G - 1
-        w_lowmask = Signal(D)                  # bits [0, dim)
         w_tokens = Signal(range(self.max_tokens + 1))
         w_kv = Signal(range(self.max_tokens + 1))
         w_one_left = Signal(1)                 # w_kv + 1 == w_tokens (a V pair would overfill the window)
@@ -294,23 +293,29 @@ class AttentionEngine(wiring.Component):
         ]
 
         # ---- command decode ---------------------------------------------------------------
+        # A command is taken in its second cycle at the port at the earliest (hold: valid and not taken a
+        # cycle before, so the payload is the same, streams hold it until the transfer). What A needs of
+        # the payload is registered in every cycle (the p_* features below), so the checks and the first
+        # step of the command taken start at flip-flops beside the engine, not at the command port.
         # A CONFIG takes two cycles: its transfer (the payload and its checks go into the cfg_*
         # registers) and the next non-stalled cycle, which applies it from those registers (cfg_pend,
         # no command taken meanwhile). The window's registers, its error and the clears of the valid
         # bits, s_V and negc thus start at flip-flops, not at the command port.
         take = Signal(1)
+        hold = Signal(1)
         cfg_pend = Signal(1)
         cfg_apply = Signal(1)
         m.d.comb += [
-            self.cmd.ready.eq(~a_pend & ~stall & ~cfg_pend),
+            self.cmd.ready.eq(~a_pend & ~stall & ~cfg_pend & hold),
             take.eq(self.cmd.valid & self.cmd.ready),
             cfg_apply.eq(cfg_pend & ~stall),
         ]
+        m.d.sync += hold.eq(self.cmd.valid & ~take)
         cfg_head_bad, cfg_dim_bad = Signal(1), Signal(1)
         cfg_head, cfg_mode, cfg_dim = Signal(range(NH)), Signal(1), Signal(range(D + 1))
         cfg_tokens = Signal(range(self.max_tokens + 1))
         cfg_one, cfg_empty = Signal(1), Signal(1)
-        cfg_glast, cfg_lowmask = Signal(range(GM)), Signal(D)
+        cfg_glast = Signal(range(GM))
         with m.If(~cfg_pend):                  # the payload of every cycle until a CONFIG is taken
             m.d.sync += [
                 cfg_head_bad.eq(cmd.head >= NH),
@@ -321,7 +326,7 @@ class AttentionEngine(wiring.Component):
             with m.Switch(cmd.dim):
                 for d in range(1, D + 1):
                     with m.Case(d):
-                        m.d.sync += [cfg_glast.eq((d - 1) // P), cfg_lowmask.eq((1 << d) - 1)]
+                        m.d.sync += cfg_glast.eq((d - 1) // P)
         with m.If(take & (cmd.op == OP_CONFIG)):
             m.d.sync += cfg_pend.eq(1)
         with m.If(cfg_apply):
@@ -334,10 +339,25 @@ class AttentionEngine(wiring.Component):
         raise_err = Signal(1)
         err_code_new = Signal(4)
         cfg_ok = Signal(1)
-        pc_a = Signal(range(D + 1))
-        m.d.comb += pc_a.eq(popcount(cmd.a))
-        high_a = (cmd.a & ~w_lowmask).any()
-        high_b = (cmd.b & ~w_lowmask).any()
+        # the payload's features, registered every cycle: a's popcount, the bitmaps' highest set bit + 1
+        # (0: none; a bit at or above dim is an error: hb > dim), and A's first step of a KV / Q token
+        # (a_eff: the mask it walks, its find-first-set index, the mask without that bit, and whether
+        # that step is the token's last in its group)
+        def top_bit(bits):                     # highest set bit + 1, 0 if none
+            any_, idx = find_first_set(Cat(*reversed([bits[i] for i in range(D)])))
+            return Mux(any_, D - idx, 0)
+        p_pc, p_hb_a, p_hb_b = Signal(range(D + 1)), Signal(range(D + 1)), Signal(range(D + 1))
+        p_eff, p_rest = Signal(D), Signal(D)
+        p_nz, p_ilast = Signal(1), Signal(1)
+        p_idx = Signal(range(D))
+        a_eff = Mux(const_q | pair, 0, cmd.a)  # a constant request reads q = 0; a pair has k = 0
+        e_any, e_idx = find_first_set(a_eff)
+        e_rest = a_eff & (a_eff - 1)
+        m.d.sync += [p_pc.eq(popcount(cmd.a)), p_hb_a.eq(top_bit(cmd.a)), p_hb_b.eq(top_bit(cmd.b)),
+                     p_eff.eq(a_eff), p_rest.eq(e_rest), p_nz.eq(e_any), p_ilast.eq(~e_any | (e_rest == 0)),
+                     p_idx.eq(Mux(e_any, e_idx, 0))]
+        high_a = p_hb_a > w_dim
+        high_b = p_hb_b > w_dim
 
         with m.If(cfg_apply):
             with m.If(cfg_head_bad):
@@ -381,7 +401,7 @@ class AttentionEngine(wiring.Component):
             m.d.sync += [
                 error.eq(0), error_code.eq(ERR_NONE), w_state.eq(_W_OPEN),
                 w_head.eq(cfg_head), w_mode.eq(cfg_mode), w_dim.eq(cfg_dim), w_tokens.eq(cfg_tokens),
-                w_kv.eq(0), w_one_left.eq(cfg_one), w_glast.eq(cfg_glast), w_lowmask.eq(cfg_lowmask),
+                w_kv.eq(0), w_one_left.eq(cfg_one), w_glast.eq(cfg_glast),
             ]
             with m.If(cfg_empty):  # an empty window is complete at once (KV = 0, s_V = 0)
                 m.d.sync += w_state.eq(_W_FULL)
@@ -402,8 +422,8 @@ class AttentionEngine(wiring.Component):
         u_pc = Signal(range(D + 1))
         u_coef = Signal(signed(8))             # dim - 2 popcount(k): dim for a k-empty token
         u_coef2 = Signal(signed(9))            # a pair with both v_j set adds the coefficient twice
-        m.d.sync += [u_valid.eq(accept_kv), u_pair.eq(pair), u_a.eq(cmd.a), u_b.eq(cmd.b), u_pc.eq(pc_a),
-                     u_coef.eq(Mux(pair, w_dim, w_dim - 2 * pc_a)), u_coef2.eq(w_dim * 2)]
+        m.d.sync += [u_valid.eq(accept_kv), u_pair.eq(pair), u_a.eq(cmd.a), u_b.eq(cmd.b), u_pc.eq(p_pc),
+                     u_coef.eq(Mux(pair, w_dim, w_dim - 2 * p_pc)), u_coef2.eq(w_dim * 2)]
         with m.If(u_valid):
             for j in range(D):
                 va = u_pair & u_a[j]           # the pair's first v
@@ -434,24 +454,24 @@ class AttentionEngine(wiring.Component):
                 cur_skip.eq(a_skip), cur_const.eq(a_const),
                 issue.eq(~stall),
             ]
-        with m.Else():
-            a_eff = Mux(const_q | pair, 0, cmd.a)  # a constant request reads q = 0; a pair has k = 0
+        with m.Else():                         # the command's first step, from the p_* features
             m.d.comb += [
-                cur_mask.eq(a_eff), cur_q.eq(a_eff), cur_v.eq(cmd.b), cur_g.eq(0),
-                cur_first.eq(1), cur_read.eq(accept_q), cur_nz.eq(a_eff.any()),
+                cur_mask.eq(p_eff), cur_q.eq(p_eff), cur_v.eq(cmd.b), cur_g.eq(0),
+                cur_first.eq(1), cur_read.eq(accept_q), cur_nz.eq(p_nz),
                 cur_skip.eq(Mux(const_q, 0, cmd.skip)), cur_const.eq(const_q),
-                issue.eq(accept_q | (accept_kv & a_eff.any())),
+                issue.eq(accept_q | (accept_kv & p_nz)),
             ]
 
-        ffs_any, ffs_idx = find_first_set(cur_mask)
+        ffs_any, ffs_idx = find_first_set(a_mask)
+        a_rest = a_mask & (a_mask - 1)
         idx = Signal(range(D))
-        m.d.comb += idx.eq(Mux(ffs_any, ffs_idx, 0))
+        m.d.comb += idx.eq(Mux(a_pend, Mux(ffs_any, ffs_idx, 0), p_idx))
         rest = Signal(D)
-        m.d.comb += rest.eq(cur_mask & (cur_mask - 1))
+        m.d.comb += rest.eq(Mux(a_pend, a_rest, p_rest))
         g_last = Signal(1)
         m.d.comb += g_last.eq(cur_g == w_glast)
         i_last = Signal(1)
-        m.d.comb += i_last.eq(~cur_nz | (rest == 0))
+        m.d.comb += i_last.eq(Mux(a_pend, ~a_nz | (a_rest == 0), p_ilast))
         addr = Signal.like(rd.addr)
         m.d.comb += addr.eq((w_head * D + idx) * GM + cur_g)
 
@@ -566,7 +586,7 @@ class AttentionEngine(wiring.Component):
         ev = self.events
         m.d.comb += [
             ev.busy.eq(~stall & (a_pend | take | cfg_pend)),
-            ev.starved.eq(~stall & ~a_pend & ~cfg_pend & ~self.cmd.valid),
+            ev.starved.eq(~stall & ~a_pend & ~cfg_pend & ~take),     # (a command's first cycle at the port too)
             ev.blocked.eq(stall),
             ev.acc_ops.eq(Mux(issue & cur_nz, P, 0)),
             ev.spikes.eq(Mux(s_valid, u_pc, 0)),

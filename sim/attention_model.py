@@ -25,7 +25,7 @@ from rtl.attention import (
     OP_STATUS_CLEAR,
 )
 
-__all__ = ["EngineModel", "unbits"]
+__all__ = ["EngineModel", "port_wait_cycles", "unbits"]
 
 
 def unbits(x: int, dim: int) -> torch.Tensor:
@@ -52,6 +52,8 @@ class EngineModel:
 
     def clear_counters(self) -> None:
         self.busy_cycles = self.spikes = self.acc_ops = 0
+        self.occupancy: list[int] = []
+
 
     def _raise(self, code: int) -> list:
         self.error, self.error_code = 1, code
@@ -60,7 +62,17 @@ class EngineModel:
         return []
 
     def command(self, c: dict) -> list[tuple[dict, str]]:
-        """Apply one accepted command; returns the expected output beats, each with a context string."""
+        """Apply one accepted command; returns the expected output beats, each with a context string.
+
+        ``occupancy`` gets the command's busy cycles (from its transfer to the first cycle the engine
+        can take the next command, with no stall)."""
+        busy0 = self.busy_cycles
+        try:
+            return self._command(c)
+        finally:
+            self.occupancy.append(self.busy_cycles - busy0)
+
+    def _command(self, c: dict) -> list[tuple[dict, str]]:
         self.commands += 1
         op, mode = c["op"], c.get("mode", 0)
         a, b = c.get("a", 0), c.get("b", 0)
@@ -139,3 +151,11 @@ class EngineModel:
         self.busy_cycles += cyc["busy"]
         self.spikes += cyc["spikes"]
         self.acc_ops += cyc["acc_ops"]
+
+
+def port_wait_cycles(occupancy: list[int]) -> int:
+    """Cycles a back-to-back source's commands wait at the port beyond the engine's busy cycles.
+
+    A command is taken in its second cycle at the port at the earliest, so the one presented right after
+    a command that keeps the engine busy for ``d`` cycles is taken ``max(2, d)`` cycles after it."""
+    return sum(max(0, 2 - d) for d in occupancy[:-1])

@@ -44,7 +44,7 @@ from rtl.attention import (
     OP_STATUS_CLEAR,
     AttentionEngine,
 )
-from sim.attention_model import EngineModel
+from sim.attention_model import EngineModel, port_wait_cycles
 from sim.streams import ClockLoop, StreamMonitor, StreamSink, StreamSource, payload_layout, random_pauses, value_int
 from sim.verilator import tb_params
 
@@ -218,8 +218,10 @@ class Env:
             total = st["busy_cycles"] + st["starved_cycles"] + st["blocked_cycles"]
             assert total == cycles, f"{what}: busy+starved+blocked = {total}, cycles since clear {cycles}"
             stalls, idles = self.probe.sink_stall_cycles, self.probe.src_idle_cycles
+            fresh = self.probe.src_fresh_cycles
             assert st["blocked_cycles"] <= stalls, f"{what}: blocked {st['blocked_cycles']} > sink stalls {stalls}"
-            assert st["starved_cycles"] <= idles, f"{what}: starved {st['starved_cycles']} > source idle cycles {idles}"
+            assert st["starved_cycles"] <= idles + fresh, \
+                f"{what}: starved {st['starved_cycles']} > source idle cycles {idles} + first cycles {fresh}"
         return st
 
 
@@ -229,7 +231,8 @@ class _Probe:
     Everything happens at clock edges inside the loop, so cycle numbers are exact: the clear is
     sampled at edge ``c1`` (``clear_cycle``); a snapshot at edge ``c`` reads the counters' values
     just before ``c``, which count the cycles ending at edges ``c1 + 1 .. c - 1``: ``c - c1 - 1``
-    cycles. ``src_idle_cycles`` (``cmd.valid = 0``) and ``sink_stall_cycles`` (``out.valid &
+    cycles. ``src_idle_cycles`` (``cmd.valid = 0``), ``src_fresh_cycles`` (a command's first cycle
+    at the port, which the engine does not take) and ``sink_stall_cycles`` (``out.valid &
     ~out.ready``) count the same cycles.
     """
 
@@ -239,9 +242,11 @@ class _Probe:
         self.env = env
         dut = env.dut
         self.cv, self.ov, self.orr, self.clr = dut.cmd__valid, dut.out__valid, dut.out__ready, dut.counters_clear
+        self.cr = dut.cmd__ready
+        self._waiting = False   # the command at the port was there, not taken, in the cycle before
         self.status = [(n, getattr(dut, f"status__{n}")) for n in self.NAMES]
         self.clear_cycle = 0
-        self.src_idle_cycles = self.sink_stall_cycles = 0
+        self.src_idle_cycles = self.src_fresh_cycles = self.sink_stall_cycles = 0
         self._clear = 0   # 1: drive clear at the next drive, 2: clear driven, sampled at the next edge
         self._snap: tuple[Event, list] | None = None
         self._clear_done: Event | None = None
@@ -268,12 +273,16 @@ class _Probe:
         if self._clear == 2:
             self._clear = 0
             self.clear_cycle = cycle
-            self.src_idle_cycles = self.sink_stall_cycles = 0
+            self.src_idle_cycles = self.src_fresh_cycles = self.sink_stall_cycles = 0
             self.clr.value = 0
             self._clear_done.set()
             return
-        if not self.cv.value:
+        valid, ready = bool(self.cv.value), bool(self.cr.value)
+        if not valid:
             self.src_idle_cycles += 1
+        elif not self._waiting:
+            self.src_fresh_cycles += 1
+        self._waiting = valid and not ready
         if self.ov.value and not self.orr.value:
             self.sink_stall_cycles += 1
 
@@ -549,7 +558,7 @@ async def test_backpressure(dut):
 
 @cocotb.test(timeout_time=TEST_TIMEOUT_MS, timeout_unit="ms")
 async def test_cycle_model(dut):
-    """Back to back with a ready sink, a window takes busy + LATENCY cycles (golden_model.perf); counters exact."""
+    """Back to back with a ready sink, a window takes busy + port waits + LATENCY cycles (golden_model.perf)."""
     env = await new_env(dut, 18, idle=0.0, backpressure=0.0)
     n = min(env.N, 16)
     for mode in ("dot", "hamming"):
@@ -557,12 +566,14 @@ async def test_cycle_model(dut):
         first, last = [], []
         env.mon.add_callback(lambda c, first=first: first.append(env.loop.cycle) if not first else None)
         env.sink.add_callback(lambda b, last=last: last.append(env.loop.cycle))
-        busy0 = env.model.busy_cycles
+        busy0, n0 = env.model.busy_cycles, len(env.model.occupancy)
         env.window(mode, 0, k, v, q)
         st = await env.check(f"{mode} back to back")
         busy = env.model.busy_cycles - busy0
+        wait = port_wait_cycles(env.model.occupancy[n0:])
         took = last[-1] - first[0] + 1  # cycles from the first command to the last beat, both included
-        assert took == busy + LATENCY, f"{mode}: first command to last beat {took} cycles, busy {busy} + {LATENCY}"
+        assert took == busy + wait + LATENCY, \
+            f"{mode}: first command to last beat {took} cycles, busy {busy} + port waits {wait} + {LATENCY}"
         assert st["blocked_cycles"] == 0, st
     for mode in ("dot", "hamming"):  # compacted windows: perf.attention_cycles(..., compact=True)
         k, v, q = (spikes(env.trng, rows, env.D, 0.05) for rows in (n, n, 7))

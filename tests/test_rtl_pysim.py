@@ -31,7 +31,7 @@ from rtl.attention import (
     AttentionEngine,
 )
 from rtl.requant_lif import RequantLIF
-from sim.attention_model import EngineModel
+from sim.attention_model import EngineModel, port_wait_cycles
 from sim.pysim_streams import Gaps, stream_get, stream_put
 
 MODES = ("dot", "hamming")
@@ -119,16 +119,31 @@ def run_engine(eng: AttentionEngine, ref: EngineRef, cmds: list, *, seed: int, g
         await ctx.tick()
         ctx.set(eng.counters_clear, 0)
         gaps = Gaps(gap, 4, seed)
+        status = (eng.status.error, eng.status.error_code)
         for n, (cmd, (err, code)) in enumerate(cmds):
-            await stream_put(ctx, eng.cmd, cmd, gaps)
+            # a CONFIG is applied in the first non-stalled cycle after its transfer, and the engine takes
+            # no command before that: its status is the one at the next command's transfer edge
+            after_cfg = n > 0 and cmds[n - 1][0]["op"] == OP_CONFIG
+            idle = gaps()
+            if idle:
+                ctx.set(eng.cmd.valid, 0)
+                await ctx.tick().repeat(idle)
+            ctx.set(eng.cmd.payload, cmd)
+            ctx.set(eng.cmd.valid, 1)
+            before = await ctx.tick().sample(*status).until(eng.cmd.ready)
+            ctx.set(eng.cmd.valid, 0)
             if n == 0:
                 result["first_cmd"] = ctx.get(cycles)
-            if check_status:
-                if cmd["op"] == OP_CONFIG:     # applied in the first non-stalled cycle after its transfer
-                    while not ctx.get(eng.cmd.ready):
-                        await ctx.tick()
+            if check_status and after_cfg:
+                assert tuple(before) == cmds[n - 1][1], f"CONFIG {n - 1}: status {before}, expected {cmds[n - 1][1]}"
+            if check_status and cmd["op"] != OP_CONFIG:
                 got = (ctx.get(eng.status.error), ctx.get(eng.status.error_code))
                 assert got == (err, code), f"command {n} {cmd}: status {got}, expected {(err, code)}"
+        if check_status and cmds and cmds[-1][0]["op"] == OP_CONFIG:
+            while ctx.get(eng.status.busy):
+                await ctx.tick()
+            got = (ctx.get(eng.status.error), ctx.get(eng.status.error_code))
+            assert got == cmds[-1][1], f"the last CONFIG: status {got}, expected {cmds[-1][1]}"
         result["sent"] = True
 
     async def consumer(ctx):
@@ -222,7 +237,7 @@ def test_attention_compact(dim_max, lanes):
 
 
 def test_attention_cycles_match_model_without_gaps():
-    """Back to back commands, always-ready sink: busy = model, no stall, elapsed = busy + latency."""
+    """Back to back commands, always-ready sink: busy = model, no stall, elapsed = busy + port waits + latency."""
     d, p = 16, 4
     rng = random.Random(7)
     ref = EngineRef(d, p, 64, 1)
@@ -238,8 +253,12 @@ def test_attention_cycles_match_model_without_gaps():
     model = perf.attention_cycles(bits(k), bits(v), bits(q), dim=11, lanes=p, mode="hamming")
     assert res["busy_cycles"] == model["busy"] == ref.busy
     assert res["acc_ops"] == model["acc_ops"] and res["spikes"] == model["spikes"]
-    assert res["blocked_cycles"] == 0 and res["starved_cycles"] == res["elapsed"] - res["last_beat"] + LATENCY
-    assert res["last_beat"] - res["first_cmd"] + 1 == model["busy"] + LATENCY  # latency of the last beat
+    # the first command waits a cycle at the port, and so does each one after a command of one busy cycle
+    wait = port_wait_cycles(ref.model.occupancy)
+    assert res["first_cmd"] == 2
+    assert res["blocked_cycles"] == 0
+    assert res["starved_cycles"] == res["elapsed"] - res["last_beat"] + LATENCY + res["first_cmd"] - 1 + wait
+    assert res["last_beat"] - res["first_cmd"] + 1 == model["busy"] + wait + LATENCY  # latency of the last beat
 
 
 def test_attention_errors_and_recovery():
