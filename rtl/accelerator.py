@@ -770,21 +770,22 @@ class Accelerator(wiring.Component):
         f_last_c = Signal()                                  # f_c is the token's last channel (LIF_LO)
         f_mrow_after = Signal(range(MR + 1))                 # the next value's membrane row (LIF_HI)
         f_wrow = Signal(range(MR + 1))                       # the membrane row LIF_STEP writes (LIF_HI)
-        f_xlo = Signal(8)
-        f_xhi = Signal(8)
+        f_xlo = Signal(8)                                    # (the high byte is fb_q in LIF_SUB)
         f_vold = Signal(signed(16))                          # the membrane before the step
         f_ch_m1 = Signal(16)                                 # channels - 1 (the header is stable)
         m.d.sync += f_ch_m1.eq(f_ch - 1)
-        # the membrane row lands in a register straight from the block RAM (f_vrow, every cycle: the
-        # block RAMs sit across the die, so their slow output gets no logic), then the lane select in two
-        # registered steps: LIF_LO keeps lane f_lane % 8 of each group of 8 lanes (f_vgrp, 0 for a first
-        # step), LIF_HI picks the group (f_lane // 8, f_vold). The next value's row is read in LIF_SUB,
-        # before this value's write (set in LIF_STEP, done in the cycle after), and held on the port (read
-        # enable low) until the next LIF_HI; it is in f_vrow from the next LIF_LO on (the first value's:
-        # LIF5 reads it, LIF5B waits for it): the memory is never read while it is written
-        # (COLLISION_FREE_MEMORIES), and the two values never share a (row, lane)
+        # the membrane row lands in a register straight from the block RAM (f_vrow_p, every cycle: the
+        # block RAMs sit across the die, so their slow output gets no logic and a register of its own beside
+        # each block), then in f_vrow, then the lane select in two registered steps: LIF_LO keeps lane
+        # f_lane % 8 of each group of 8 lanes (f_vgrp, 0 for a first step), LIF_HI picks the group
+        # (f_lane // 8, f_vold). The next value's row is read in LIF_SUB, before this value's write (set in
+        # LIF_STEP, done in the cycle after), and held on the port (read enable low); it is in f_vrow from
+        # the next LIF_STEP on (the first value's: LIF5 reads it, LIF5B and LIF5C wait for it): the memory
+        # is never read while it is written (COLLISION_FREE_MEMORIES), and the two values never share a
+        # (row, lane)
+        f_vrow_p = Signal(data.ArrayLayout(signed(16), P))
         f_vrow = Signal(data.ArrayLayout(signed(16), P))
-        m.d.sync += f_vrow.eq(v_rd.data)
+        m.d.sync += [f_vrow_p.eq(v_rd.data), f_vrow.eq(f_vrow_p)]
         LG1 = min(LGP, 3)
         f_vgrp = Array(Signal(signed(16), name=f"f_vgrp{k}") for k in range(P >> LG1))
         f_diff = Signal(signed(17))                          # x - v
@@ -859,14 +860,20 @@ class Accelerator(wiring.Component):
             "kv1_bad": 1, "kv2_bad": 1, "q_bad": 1, "kv_short": 1, "need_chk": 1,
             "kv_end": aw_end_w, "kv_chk1": aw_end_w, "kv_chk2": aw_end_w, "q_end": aw_end_w, "q_chk": aw_end_w,
         }))
-        aw_kv_end, aw_q_end = rp + 1 + 2 * a_d, rp + 3 + a_d        # a KV / V-pair command: type, a, b; Q: type,
-        aw_kv_over = qseen | (aw_kv_end > L)                            # skip (2), a
+        # (the header's terms are registered first: the compares are rp + 1 + 2 a_d > L as rp > L - 1 - 2 a_d,
+        # rp + 3 + a_d > L as rp > L - 3 - a_d, kvc + 2 > tokens as kvc > tokens - 2)
+        a_d_r = Signal.like(a_d)
+        aw_kv_lim, aw_q_lim, a_tok_m2 = Signal(signed(18)), Signal(signed(18)), Signal(signed(18))
+        m.d.sync += [a_d_r.eq(a_d), aw_kv_lim.eq(L - 1 - 2 * a_d_r), aw_q_lim.eq(L - 3 - a_d_r),
+                     a_tok_m2.eq(a_tokens - 2)]
+        aw_kv_end, aw_q_end = rp + 1 + 2 * a_d_r, rp + 3 + a_d_r    # a KV / V-pair command: type, a, b; Q: type,
+        aw_kv_over = qseen | (rp > aw_kv_lim)                           # skip (2), a
         m.d.sync += [
-            aw.kv1_bad.eq(aw_kv_over | (kvc + 1 > a_tokens)), aw.kv2_bad.eq(aw_kv_over | (kvc + 2 > a_tokens)),
-            aw.q_bad.eq((kvc != a_tokens) | (aw_q_end > L)), aw.kv_short.eq(kvc != a_tokens),
-            aw.need_chk.eq((a_d != 0) & (a_pad != 0)),
-            aw.kv_end.eq(aw_kv_end), aw.kv_chk1.eq(rp + a_d), aw.kv_chk2.eq(rp + 2 * a_d),
-            aw.q_end.eq(aw_q_end), aw.q_chk.eq(rp + 2 + a_d),
+            aw.kv1_bad.eq(aw_kv_over | (kvc >= a_tokens)), aw.kv2_bad.eq(aw_kv_over | (kvc > a_tok_m2)),
+            aw.q_bad.eq((kvc != a_tokens) | (rp > aw_q_lim)), aw.kv_short.eq(kvc != a_tokens),
+            aw.need_chk.eq((a_d_r != 0) & (a_pad != 0)),
+            aw.kv_end.eq(aw_kv_end), aw.kv_chk1.eq(rp + a_d_r), aw.kv_chk2.eq(rp + 2 * a_d_r),
+            aw.q_end.eq(aw_q_end), aw.q_chk.eq(rp + 2 + a_d_r),
         ]
         chk_two = Signal()
         aw_chk = Signal()                                    # AW_GO goes on to AW_CHK1
@@ -1318,23 +1325,25 @@ class Accelerator(wiring.Component):
             with m.State("LIF5"):                                       # token 0's first row is read
                 m.next = "LIF5B"
             with m.State("LIF5B"):                                      # ... on the port
+                m.next = "LIF5C"
+            with m.State("LIF5C"):                                      # ... in f_vrow_p
                 m.d.sync += fbw.go(1)
                 m.next = "LIF_LO"
             with m.State("LIF_LO"):                                     # membrane row mrow is in f_vrow
                 for k in range(P >> LG1):
                     group = Array(f_vrow[(k << LG1) + j] for j in range(1 << LG1))
                     m.d.sync += f_vgrp[k].eq(Mux(f_first[0], 0, group[f_lane[:LG1]] if LG1 else group[0]))
-                m.d.sync += [f_xlo.eq(fb_byte), f_last_c.eq(f_c == f_ch_m1), f_row_next.eq(f_tok_row + f_gc)]
+                m.d.sync += [f_last_c.eq(f_c == f_ch_m1), f_row_next.eq(f_tok_row + f_gc)]
                 m.next = "LIF_HI"
             with m.State("LIF_HI"):
                 m.d.sync += f_vold.eq(f_vgrp[f_lane[LG1:]] if LGP > LG1 else f_vgrp[0])
                 row_after = Mux(f_last_c, f_row_next, Mux(f_lane == P - 1, mrow + 1, mrow))
-                m.d.sync += [f_xhi.eq(fb_byte), f_wrow.eq(mrow), f_mrow_after.eq(row_after),
+                m.d.sync += [f_xlo.eq(fb_q), f_wrow.eq(mrow), f_mrow_after.eq(row_after),     # (x's low byte)
                              v_ra.eq(row_after), v_re.eq(1), *fbw.go(0)]
                 m.next = "LIF_SUB"
             with m.State("LIF_SUB"):                                    # reads the next value's row
                 m.d.comb += mrow_next.eq(f_mrow_after)
-                m.d.sync += f_diff.eq(Cat(f_xlo, f_xhi).as_signed() - f_vold)
+                m.d.sync += f_diff.eq(Cat(f_xlo, fb_q).as_signed() - f_vold)         # (fb_q: x's high byte)
                 m.next = "LIF_MUL"
             with m.State("LIF_MUL"):
                 m.d.sync += f_prod.eq(f_diff * lif_leak)

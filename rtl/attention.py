@@ -282,15 +282,13 @@ class AttentionEngine(wiring.Component):
 
         # output register (out.valid / out.payload) plus one skid register: the pipeline stalls only
         # when D must emit while the skid is full, so no combinational path runs from out.ready to
-        # cmd.ready or the pipeline
+        # cmd.ready or the pipeline. `stall` (= d_emit & skid_valid) is itself a register, set from the
+        # two registers' next values (below), so every enable in the engine starts at one flip-flop
         skid_valid = Signal(1)
         skid = Signal.like(self.out.payload)
         emit = Signal(1)
         stall = Signal(1)
-        m.d.comb += [
-            emit.eq(d_emit),
-            stall.eq(d_emit & skid_valid),
-        ]
+        m.d.comb += emit.eq(d_emit)
 
         # ---- command decode ---------------------------------------------------------------
         # A command is taken in its second cycle at the port at the earliest (hold: valid and not taken a
@@ -327,10 +325,6 @@ class AttentionEngine(wiring.Component):
                 for d in range(1, D + 1):
                     with m.Case(d):
                         m.d.sync += cfg_glast.eq((d - 1) // P)
-        with m.If(take & (cmd.op == OP_CONFIG)):
-            m.d.sync += cfg_pend.eq(1)
-        with m.If(cfg_apply):
-            m.d.sync += cfg_pend.eq(0)
         accept_kv = Signal(1)
         accept_q = Signal(1)
         pair = Signal(1)                       # KV with mode 1: two k-empty tokens, v = a and v = b
@@ -339,25 +333,39 @@ class AttentionEngine(wiring.Component):
         raise_err = Signal(1)
         err_code_new = Signal(4)
         cfg_ok = Signal(1)
-        # the payload's features, registered every cycle: a's popcount, the bitmaps' highest set bit + 1
-        # (0: none; a bit at or above dim is an error: hb > dim), and A's first step of a KV / Q token
-        # (a_eff: the mask it walks, its find-first-set index, the mask without that bit, and whether
-        # that step is the token's last in its group)
+        # the payload's features, registered every cycle: the op and its kind (p_op, p_pair, p_const), a's
+        # popcount, the bitmaps' highest set bit + 1 (0: none; a bit at or above dim is an error: hb > dim),
+        # and A's first step of a KV / Q token (p_eff = a_eff: the mask it walks, 0 for a constant request
+        # or a V pair; its find-first-set index, the mask without that bit, and whether that step is the
+        # token's last in its group); the command taken is the one registered (hold)
         def top_bit(bits):                     # highest set bit + 1, 0 if none
             any_, idx = find_first_set(Cat(*reversed([bits[i] for i in range(D)])))
             return Mux(any_, D - idx, 0)
+        def two_or_more(bits):                 # a log-depth tree of (any, two) pairs
+            terms = [(bits[i], C(0, 1)) for i in range(len(bits))]
+            while len(terms) > 1:
+                pairs = zip(terms[0::2], terms[1::2], strict=False)
+                terms = [(a0 | a1, t0 | t1 | (a0 & a1)) for (a0, t0), (a1, t1) in pairs] + (
+                    [terms[-1]] if len(terms) % 2 else [])
+            return terms[0][1]
         p_pc, p_hb_a, p_hb_b = Signal(range(D + 1)), Signal(range(D + 1)), Signal(range(D + 1))
         p_eff, p_rest = Signal(D), Signal(D)
         p_nz, p_ilast = Signal(1), Signal(1)
         p_idx = Signal(range(D))
-        a_eff = Mux(const_q | pair, 0, cmd.a)  # a constant request reads q = 0; a pair has k = 0
-        e_any, e_idx = find_first_set(a_eff)
-        e_rest = a_eff & (a_eff - 1)
+        p_op, p_pair, p_const = Signal(2), Signal(1), Signal(1)
+        no_k = const_q | pair                  # a constant request reads q = 0; a pair has k = 0 (a_eff = 0)
+        e_any, e_idx = find_first_set(cmd.a)
         m.d.sync += [p_pc.eq(popcount(cmd.a)), p_hb_a.eq(top_bit(cmd.a)), p_hb_b.eq(top_bit(cmd.b)),
-                     p_eff.eq(a_eff), p_rest.eq(e_rest), p_nz.eq(e_any), p_ilast.eq(~e_any | (e_rest == 0)),
-                     p_idx.eq(Mux(e_any, e_idx, 0))]
+                     p_eff.eq(Mux(no_k, 0, cmd.a)), p_rest.eq(Mux(no_k, 0, cmd.a & (cmd.a - 1))),
+                     p_nz.eq(e_any & ~no_k), p_ilast.eq(no_k | ~two_or_more(cmd.a)),
+                     p_idx.eq(Mux(e_any & ~no_k, e_idx, 0)),
+                     p_op.eq(cmd.op), p_pair.eq(pair), p_const.eq(const_q)]
         high_a = p_hb_a > w_dim
         high_b = p_hb_b > w_dim
+        with m.If(take & (p_op == OP_CONFIG)):
+            m.d.sync += cfg_pend.eq(1)
+        with m.If(cfg_apply):
+            m.d.sync += cfg_pend.eq(0)
 
         with m.If(cfg_apply):
             with m.If(cfg_head_bad):
@@ -367,7 +375,7 @@ class AttentionEngine(wiring.Component):
             with m.Else():
                 m.d.comb += cfg_ok.eq(1)
         with m.If(take):
-            with m.Switch(cmd.op):
+            with m.Switch(p_op):
                 with m.Case(OP_KV):
                     with m.Switch(w_state):
                         with m.Case(_W_NONE):
@@ -377,7 +385,7 @@ class AttentionEngine(wiring.Component):
                         with m.Case(_W_OPEN):
                             with m.If(high_a | high_b):
                                 m.d.comb += [raise_err.eq(1), err_code_new.eq(ERR_BITS)]
-                            with m.Elif(pair & w_one_left):
+                            with m.Elif(p_pair & w_one_left):
                                 m.d.comb += [raise_err.eq(1), err_code_new.eq(ERR_COUNT)]
                             with m.Else():
                                 m.d.comb += accept_kv.eq(1)
@@ -389,7 +397,7 @@ class AttentionEngine(wiring.Component):
                             m.d.comb += raise_err.eq(1)
                             m.d.comb += err_code_new.eq(Mux(w_kv == 0, ERR_NO_WINDOW, ERR_COUNT))
                         with m.Case(_W_FULL):
-                            with m.If(high_a & ~const_q):
+                            with m.If(high_a & ~p_const):
                                 m.d.comb += [raise_err.eq(1), err_code_new.eq(ERR_BITS)]
                             with m.Else():
                                 m.d.comb += accept_q.eq(1)
@@ -405,11 +413,11 @@ class AttentionEngine(wiring.Component):
             ]
             with m.If(cfg_empty):  # an empty window is complete at once (KV = 0, s_V = 0)
                 m.d.sync += w_state.eq(_W_FULL)
-        with m.If(take & (cmd.op == OP_STATUS_CLEAR)):
+        with m.If(take & (p_op == OP_STATUS_CLEAR)):
             m.d.sync += [error.eq(0), error_code.eq(ERR_NONE), w_state.eq(_W_NONE)]
         with m.If(accept_kv):
-            m.d.sync += [w_kv.eq(w_kv + 1 + pair), w_one_left.eq(w_kv + 2 + pair == w_tokens)]
-            with m.If(w_kv + 1 + pair == w_tokens):
+            m.d.sync += [w_kv.eq(w_kv + 1 + p_pair), w_one_left.eq(w_kv + 2 + p_pair == w_tokens)]
+            with m.If(w_kv + 1 + p_pair == w_tokens):
                 m.d.sync += w_state.eq(_W_FULL)
         # s_V / negc take a KV token's update one cycle after its acceptance (registered: the popcount is
         # off the acceptance path); a read-out of the window reads them from stage B on, which is at least
@@ -422,8 +430,8 @@ class AttentionEngine(wiring.Component):
         u_pc = Signal(range(D + 1))
         u_coef = Signal(signed(8))             # dim - 2 popcount(k): dim for a k-empty token
         u_coef2 = Signal(signed(9))            # a pair with both v_j set adds the coefficient twice
-        m.d.sync += [u_valid.eq(accept_kv), u_pair.eq(pair), u_a.eq(cmd.a), u_b.eq(cmd.b), u_pc.eq(p_pc),
-                     u_coef.eq(Mux(pair, w_dim, w_dim - 2 * p_pc)), u_coef2.eq(w_dim * 2)]
+        m.d.sync += [u_valid.eq(accept_kv), u_pair.eq(p_pair), u_a.eq(cmd.a), u_b.eq(cmd.b), u_pc.eq(p_pc),
+                     u_coef.eq(Mux(p_pair, w_dim, w_dim - 2 * p_pc)), u_coef2.eq(w_dim * 2)]
         with m.If(u_valid):
             for j in range(D):
                 va = u_pair & u_a[j]           # the pair's first v
@@ -433,7 +441,11 @@ class AttentionEngine(wiring.Component):
                     negc[j].eq(negc[j] + Mux(vb & va, u_coef2, Mux(vb | va, u_coef, 0))),
                 ]
 
-        with m.If(cfg_ok):                     # after the delayed update: a new window starts from 0
+        # a valid CONFIG clears s_V, negc and the row-valid bits one cycle after its apply cycle (cfg_clr, a
+        # register): the old window's last update and sets land before, the new window's first ones after
+        cfg_clr = Signal(1)
+        m.d.sync += cfg_clr.eq(cfg_ok)
+        with m.If(cfg_clr):                    # after the delayed update: a new window starts from 0
             m.d.sync += [s_v.eq(0), negc.eq(0)]
 
         # ---- step generation --------------------------------------------------------------
@@ -458,7 +470,7 @@ class AttentionEngine(wiring.Component):
             m.d.comb += [
                 cur_mask.eq(p_eff), cur_q.eq(p_eff), cur_v.eq(cmd.b), cur_g.eq(0),
                 cur_first.eq(1), cur_read.eq(accept_q), cur_nz.eq(p_nz),
-                cur_skip.eq(Mux(const_q, 0, cmd.skip)), cur_const.eq(const_q),
+                cur_skip.eq(Mux(p_const, 0, cmd.skip)), cur_const.eq(p_const),
                 issue.eq(accept_q | (accept_kv & p_nz)),
             ]
 
@@ -540,7 +552,7 @@ class AttentionEngine(wiring.Component):
         m.d.sync += [set_en.eq(c_build & c.setvalid & ~stall & ~cfg_ok), set_i.eq(c.i)]
         with m.If(set_en):
             m.d.sync += row_valid.bit_select(set_i, 1).eq(1)
-        with m.If(cfg_ok):  # after the set above: a new window wins over the old window's last write
+        with m.If(cfg_clr):  # after the set above: a new window wins over the old window's last write
             m.d.sync += row_valid.eq(0)
 
         with m.If(c.valid & c.read & ~stall):
@@ -572,6 +584,9 @@ class AttentionEngine(wiring.Component):
                 m.d.sync += self.out.valid.eq(0)
         with m.Elif(new_beat):                          # held output: the beat waits in the skid
             m.d.sync += [skid.eq(beat), skid_valid.eq(1)]
+        d_emit_next = Mux(stall, d_emit, c.valid & c.read & c.last)
+        skid_next = Mux(self.out.ready | ~self.out.valid, 0, skid_valid | new_beat)
+        m.d.sync += stall.eq(d_emit_next & skid_next)
 
         # ---- status and counters ----------------------------------------------------------
         st = self.status
@@ -582,7 +597,7 @@ class AttentionEngine(wiring.Component):
         ]
         counters = [st.busy_cycles, st.starved_cycles, st.blocked_cycles, st.spikes, st.acc_ops]
         s_valid = Signal(1)                    # spikes: popcount(k) / popcount(q) one cycle after acceptance
-        m.d.sync += s_valid.eq(((accept_kv & ~pair) | (accept_q & ~const_q)) & ~self.counters_clear)
+        m.d.sync += s_valid.eq(((accept_kv & ~p_pair) | (accept_q & ~p_const)) & ~self.counters_clear)
         ev = self.events
         m.d.comb += [
             ev.busy.eq(~stall & (a_pend | take | cfg_pend)),

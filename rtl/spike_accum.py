@@ -282,15 +282,14 @@ class SpikeAccumulator(wiring.Component):
         s1_groups, s2_groups = Signal(range(R + 1), name="s1_groups"), Signal(range(R + 1), name="s2_groups")
         acc = Signal(data.ArrayLayout(signed(AW), P))
 
-        # output register (out.valid / out.payload) plus one skid register
+        # output register (out.valid / out.payload) plus one skid register. `stall` (= emit & skid_valid) is
+        # itself a register, set from the next values of S5 and the skid (below), so every enable in the
+        # engine starts at one flip-flop
         skid_valid = Signal(1)
         skid = Signal.like(self.out.payload)
         emit = Signal(1)
         stall = Signal(1)
-        m.d.comb += [
-            emit.eq(s5["valid"] & s5["last"]),
-            stall.eq(emit & skid_valid),
-        ]
+        m.d.comb += emit.eq(s5["valid"] & s5["last"])
 
         # ---- command decode (at the transfer into F) ---------------------------------------------
         # CONFIG's checks use registers: the c_in / G range and c_in * G from the payload of the cycle before,
@@ -519,6 +518,9 @@ class SpikeAccumulator(wiring.Component):
                 m.d.sync += self.out.valid.eq(0)
         with m.Elif(new_beat):                          # held output: the beat waits in the skid
             m.d.sync += [skid.eq(beat), skid_valid.eq(1)]
+        emit_next = Mux(stall, emit, s4["valid"] & s4["last"])
+        skid_next = Mux(self.out.ready | ~self.out.valid, 0, skid_valid | new_beat)
+        m.d.sync += stall.eq(emit_next & skid_next)
 
         # ---- status and counters ------------------------------------------------------------------
         st = self.status
