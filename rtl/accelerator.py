@@ -564,6 +564,8 @@ class Accelerator(wiring.Component):
                 return [self.step.eq(step)]
 
         fbw = Walk("fb", MP, step_w=max(1, (max(_PARAM_BYTES, -(-self.in_max // 8))).bit_length()))
+        at_end = Signal()                                    # rp == L, from the pointer's next value
+        m.d.sync += at_end.eq(fbw.next == L)
         wmw, pmw = Walk("wm", R), Walk("pm", PC)                        # the two mark memories' scans
         rp = fbw.ptr
         mrow, mrow_next = Signal(range(MR + 1)), Signal(range(MR + 1))  # membrane rows
@@ -609,8 +611,17 @@ class Accelerator(wiring.Component):
         mul_p = Signal(K)                                    # clamp(mul_a * mul_b): every use compares it
         m.d.sync += mul_p.eq(clamp(mul_a * mul_b))
 
-        def mul_load(a, b):
-            return [mul_a.eq(clamp(a)), mul_b.eq(clamp(b))]
+        def mul_load(a, b, *, live_a: bool = False):
+            """Operands for the product two cycles later. Header operands (stable from two cycles before the
+            job on: the payload's header precedes the CRC) are clamped into registers of their own first, so
+            the operand registers take a register through the state's multiplexer; ``live_a``: ``a`` is a
+            counter, used as it is."""
+            def pre(x):
+                reg = Signal(K, name=f"mul_pre{len(mul_pre)}")
+                mul_pre.append(reg.eq(clamp(x)))            # (assigned every cycle, outside the FSM: below)
+                return reg
+            return [mul_a.eq(clamp(a) if live_a else pre(a)), mul_b.eq(pre(b))]
+        mul_pre: list = []
 
         def clamped_reg(x, name: str):
             """``clamp(x)`` from a register (header fields and L are stable from the IDLE cycle on)."""
@@ -637,10 +648,14 @@ class Accelerator(wiring.Component):
         else:
             events += [(zero, 0)] * 5
         events.append((rl_inc, 1))
+        # the counter memory takes the events and the clear a cycle late, from registers (the engines' event
+        # outputs and the executor's state decode do not reach its pending sums in one cycle); the order of
+        # clears and increments is the same, and every read (COUNTERS) is more than a cycle after the op
         m.submodules.counters = ctr = EventCounters([mx for _, mx in events])
-        m.d.comb += [ctr.inc[k].eq(inc) for k, (inc, _) in enumerate(events)]
+        m.d.sync += [ctr.inc[k].eq(inc) for k, (inc, _) in enumerate(events)]
         clr = Signal()                                       # CLEAR_COUNTERS / RESET
-        m.d.comb += [ctr.clear.eq(clr), lin.counters_clear.eq(clr)]
+        m.d.sync += ctr.clear.eq(clr)
+        m.d.comb += lin.counters_clear.eq(clr)
         if att is not None:
             m.d.comb += att.counters_clear.eq(clr)
 
@@ -864,7 +879,8 @@ class Accelerator(wiring.Component):
         # rp + 3 + a_d > L as rp > L - 3 - a_d, kvc + 2 > tokens as kvc > tokens - 2)
         a_d_r = Signal.like(a_d)
         aw_kv_lim, aw_q_lim, a_tok_m2 = Signal(signed(18)), Signal(signed(18)), Signal(signed(18))
-        m.d.sync += [a_d_r.eq(a_d), aw_kv_lim.eq(L - 1 - 2 * a_d_r), aw_q_lim.eq(L - 3 - a_d_r),
+        a_d_m1 = Signal(signed(8))                           # a_d - 1: a bitmap's last byte (ATT_A / ATT_B)
+        m.d.sync += [a_d_r.eq(a_d), a_d_m1.eq(a_d_r - 1), aw_kv_lim.eq(L - 1 - 2 * a_d_r), aw_q_lim.eq(L - 3 - a_d_r),
                      a_tok_m2.eq(a_tokens - 2)]
         aw_kv_end, aw_q_end = rp + 1 + 2 * a_d_r, rp + 3 + a_d_r    # a KV / V-pair command: type, a, b; Q: type,
         aw_kv_over = qseen | (rp > aw_kv_lim)                           # skip (2), a
@@ -924,20 +940,24 @@ class Accelerator(wiring.Component):
             count = Value.cast(count)[:K]
             return [scan_left.eq(count - 1), scan_last.eq(count == 1)]
 
-        mark_bad = Signal()                                  # the mark read in the cycle before was 0
-        m.d.sync += mark_bad.eq(0)                           # (set by the scan states only)
+        # the marks land in registers straight from the block RAMs (wm_q, pm_q, every cycle); a scan state
+        # sets its memory's chk flag, and mark_bad, two cycles after the mark's read, says it was 0
+        wm_q, pm_q, chk_w, chk_p = Signal(), Signal(), Signal(), Signal()
+        mark_bad = Signal()
+        m.d.sync += [wm_q.eq(wm_rd.data), pm_q.eq(pm_rd.data), chk_w.eq(0), chk_p.eq(0),
+                     mark_bad.eq((chk_w & ~wm_q) | (chk_p & ~pm_q))]
 
-        def scan(mark, walk, fail_code: int, then: str, then_walk=None, then_count=None, on_done=()) -> None:
+        def scan(chk, walk, fail_code: int, then: str, then_walk=None, then_count=None, on_done=()) -> None:
             """One written mark per cycle from the pointer on: fail at a 0, else ``then`` after the last.
 
-            The mark goes into a register (``mark_bad``) and fails the frame one cycle later, so no block
-            RAM output decides a state: a 0 among the marks fails in the next scan cycle, a 0 as the last
-            mark in state ``then``'s first cycle, which checks ``mark_bad`` first (the next scan does; the
-            CFG states too, and their command is valid only when the last mark was 1: ``on_done`` gets
-            ``mark``). The scan walks ``walk`` (its pointer at the first mark and moving, see `Walk`);
-            ``then_walk`` / ``then_count`` start the scan that follows in state ``then`` (its pointer is at
-            its first mark already)."""
-            m.d.sync += [scan_left.eq(scan_left - 1), scan_last.eq(scan_left == 1), mark_bad.eq(~mark)]
+            A mark fails the frame two cycles after its read (``mark_bad``), so no block RAM output
+            decides a state: a 0 among the marks fails two scan cycles later, a 0 as one of the last two
+            in the next two states, which check ``mark_bad`` first (the next scan does; the PMW and CFG
+            states too, and a CONFIG command is valid only when the last mark was 1: PMW takes it from
+            ``pm_q``). The scan walks ``walk`` (its pointer at the first mark and moving, see `Walk`) and
+            sets ``chk``; ``then_walk`` / ``then_count`` start the scan that follows in state ``then`` (its
+            pointer is at its first mark already)."""
+            m.d.sync += [scan_left.eq(scan_left - 1), scan_last.eq(scan_left == 1), chk.eq(1)]
             with m.If(mark_bad):
                 fail(fail_code)
             with m.Elif(scan_last):
@@ -982,9 +1002,10 @@ class Accelerator(wiring.Component):
         l_body, f_body = Signal(range(MP + 1)), Signal(range(MP + 1))
         # token counts: the last token's index (tokens <= MP once the length checks pass) and "no tokens"
         l_tok_m1 = Signal(range(MP + 1))
+        f_tok_m1 = Signal(signed(18))                        # LIF tokens - 1 (the header is stable)
         l_tok_zero, f_tok_zero, l_pad_tok, l_rows_over = Signal(), Signal(), Signal(), Signal()
-        m.d.sync += [l_tok_m1.eq(l_tokens - 1), l_tok_zero.eq(l_tokens == 0), f_tok_zero.eq(f_tokens == 0),
-                     l_pad_tok.eq((l_pad != 0) & (l_tokens != 0))]
+        m.d.sync += [l_tok_m1.eq(l_tokens - 1), f_tok_m1.eq(f_tokens - 1), l_tok_zero.eq(l_tokens == 0),
+                     f_tok_zero.eq(f_tokens == 0), l_pad_tok.eq((l_pad != 0) & (l_tokens != 0))]
         wl_leak, wl_shift, wl_theta = hf(0, 2), hf(2, 1), hf(3, 2)
         # leak > 2**shift  <=>  leak - 1 has a bit at or above `shift` (leak = 0 wraps: fails too)
         wl_leak_high = ((wl_leak - 1)[:16] & ~thermometer(wl_shift[:4], 16)).any()
@@ -1115,12 +1136,13 @@ class Accelerator(wiring.Component):
 
             # -- WRITE_WEIGHTS: u32 row, k rows of P int8 -----------------------------------------------------
             with m.State("WW"):                                         # (the pointer is at _WW_HDR)
+                m.d.sync += fbw.go(1)                                   # (whatever the checks say)
                 with m.If(len_bad):                                  # L < 4 + P, or a partial row
                     fail(ERR_LENGTH)
                 with m.Elif(ww_over):
                     fail(ERR_RANGE)
                 with m.Else():
-                    m.d.sync += [i_cnt.eq(0), j_cnt.eq(0), *fbw.go(1)]
+                    m.d.sync += [i_cnt.eq(0), j_cnt.eq(0)]
                     m.next = "WW_ROW"
             with m.State("WW_ROW"):
                 m.d.sync += [land_row.eq(1), ww_addr.eq((hf(0, 4) + i_cnt)[:16])]      # (a register for WW_SEND)
@@ -1135,7 +1157,7 @@ class Accelerator(wiring.Component):
                 with m.If(lin.wload.ready):
                     m.d.sync += [wm_wa.eq(ww_addr), wm_wd.eq(1), wm_we.eq(1)]
                     m.d.sync += [i_cnt.eq(i_cnt + 1), *fbw.go(1)]
-                    with m.If(rp == L):
+                    with m.If(at_end):
                         m.next = "RESPOND"
                     with m.Else():
                         m.next = "WW_ROW"
@@ -1144,10 +1166,11 @@ class Accelerator(wiring.Component):
 
             # -- WRITE_PARAMS: u16 channel, n x (i16 M, u8 S, i32 B) -----------------------------------------
             with m.State("WP"):                                         # (the pointer is at the first S)
+                m.d.sync += fbw.go(_PARAM_BYTES)                        # (whatever the checks say)
                 with m.If(len_bad):
                     fail(ERR_LENGTH)
                 with m.Else():
-                    m.d.sync += [wp_left.eq(L - _WP_HDR), n_rec.eq(0), bad.eq(0), *fbw.go(_PARAM_BYTES)]
+                    m.d.sync += [wp_left.eq(L - _WP_HDR), n_rec.eq(0), bad.eq(0)]
                     m.next = "WP_WALK"
             with m.State("WP_WALK"):                                    # fb_byte = S of the record at rp - 2
                 m.d.sync += [chk_s.eq(1), n_rec.eq(n_rec + 1),
@@ -1158,12 +1181,13 @@ class Accelerator(wiring.Component):
                 m.d.sync += fbw.load(_WP_HDR)
                 m.next = "WP_CHECK"
             with m.State("WP_CHECK"):
+                m.d.sync += fbw.go(1)                                   # (whatever the checks say)
                 with m.If(wp_left != 0):                                # a partial record
                     fail(ERR_LENGTH)
                 with m.Elif(wp_over | bad_now):                         # channel + records > PC, or an S
                     fail(ERR_RANGE)
                 with m.Else():
-                    m.d.sync += [i_cnt.eq(0), j_cnt.eq(0), n_rec.eq(n_rec - 1), *fbw.go(1)]  # (last record)
+                    m.d.sync += [i_cnt.eq(0), j_cnt.eq(0), n_rec.eq(n_rec - 1)]     # (the last record's index)
                     m.next = "WP_REC"
             with m.State("WP_REC"):                                     # byte j_cnt of record i_cnt
                 paddr = (hf(0, 2) + i_cnt)[:16]
@@ -1207,14 +1231,18 @@ class Accelerator(wiring.Component):
                 with m.Else():
                     m.next = "LIN3"
             with m.State("LIN3"):                                       # mul_p = tokens * c_out
-                # (the pointers are at token 0's last byte and the marks' bases since LIN1 / IDLE)
+                # (the pointers are at token 0's last byte and the marks' bases since LIN1 / IDLE; they move
+                # whatever the checks say)
+                with m.If(l_pad_tok):
+                    m.d.sync += fbw.go(l_B_r)
+                with m.Else():
+                    m.d.sync += [*fbw.load(_LIN_HDR), *wmw.go(1)]
                 with m.If(l_rows_over | (mul_p > l_out_lim)):           # (mul_p << sel) + 1 > MP
                     fail(ERR_RANGE)
                 with m.Elif(l_pad_tok):
-                    m.d.sync += [i_cnt.eq(0), bad.eq(0), *fbw.go(l_B_r)]
+                    m.d.sync += [i_cnt.eq(0), bad.eq(0)]
                     m.next = "LIN_PAD"
                 with m.Else():
-                    m.d.sync += [*fbw.load(_LIN_HDR), *wmw.go(1)]
                     m.next = "LIN_WM"
             with m.State("LIN_PAD"):                                    # fb_byte = last byte of token i
                 m.d.sync += [i_cnt.eq(i_cnt + 1), chk_l.eq(1)]
@@ -1224,16 +1252,21 @@ class Accelerator(wiring.Component):
             with m.State("LIN_PADWAIT"):                                # the last token's check is registered
                 m.next = "LIN_PADCHK"
             with m.State("LIN_PADCHK"):                                 # a padding bit of any token: registered
+                m.d.sync += wmw.go(1)
                 with m.If(bad_now):
                     fail(ERR_RANGE)
                 with m.Else():
-                    m.d.sync += wmw.go(1)
                     m.next = "LIN_WM"
             with m.State("LIN_WM"):
-                scan(wm_rd.data, wmw, ERR_UNLOADED, "LIN_PM", then_walk=pmw, then_count=l_cout)
+                scan(chk_w, wmw, ERR_UNLOADED, "LIN_PM", then_walk=pmw, then_count=l_cout)
             with m.State("LIN_PM"):
-                scan(pm_rd.data, pmw, ERR_UNLOADED, "LIN_CFG",
-                     on_done=[lcv.eq(pm_rd.data), lop.eq(LIN_CONFIG), tok_x.eq(0)])
+                scan(chk_p, pmw, ERR_UNLOADED, "LIN_PMW", on_done=[lop.eq(LIN_CONFIG), tok_x.eq(0)])
+            with m.State("LIN_PMW"):                                    # the last mark is in pm_q
+                with m.If(mark_bad):
+                    fail(ERR_UNLOADED)
+                with m.Else():
+                    m.d.sync += lcv.eq(pm_q)
+                    m.next = "LIN_CFG"
 
             # -- LINEAR: run -----------------------------------------------------------------------------------
             with m.State("LIN_CFG"):                                    # the CONFIG command is valid
@@ -1365,7 +1398,7 @@ class Accelerator(wiring.Component):
                 m.next = "LIF_LO"
                 with m.If(last_c):
                     m.d.sync += [f_c.eq(0), f_n.eq(f_n + 1), f_tok_row.eq(f_row_next)]
-                    with m.If(f_n == f_tokens - 1):
+                    with m.If(f_n == f_tok_m1):
                         m.next = "RESPOND"
                 with m.Else():
                     m.d.sync += f_c.eq(f_c + 1)
@@ -1379,8 +1412,8 @@ class Accelerator(wiring.Component):
                         m.d.sync += [kvc.eq(0), qseen.eq(0), n_rec.eq(0), bad.eq(0)]
                         m.next = "AW_TYPE"
                 with m.State("AW_TYPE"):                                    # fb_byte = a command's type at rp
-                    with m.If(rp == L):
-                        m.d.sync += mul_load(n_rec, 3 + (a_dim << a_ob_sel))              # for AW_FIT
+                    with m.If(at_end):
+                        m.d.sync += mul_load(n_rec, 3 + (a_dim << a_ob_sel), live_a=True)              # for AW_FIT
                         m.next = "AW_END"
                     with m.Else():
                         m.d.sync += att_kind.eq(fb_byte)                    # registered: the decision below
@@ -1391,25 +1424,26 @@ class Accelerator(wiring.Component):
                     m.next = "AW_GO"
                     m.d.sync += aw_chk.eq(0)
                     with m.Switch(att_kind):
-                        with m.Case(CMD_KV, CMD_V_PAIR):
+                        with m.Case(CMD_KV, CMD_V_PAIR):                    # (the registers whatever
+                            m.d.sync += [nxt.eq(aw.kv_end), chk_two.eq(1), chk_b.eq(aw.kv_chk2),   # the checks say)
+                                         aw_chk.eq(aw.need_chk), *fbw.load(Mux(aw.need_chk, aw.kv_chk1, aw.kv_end))]
                             with m.If(Mux(att_kind == CMD_V_PAIR, aw.kv2_bad, aw.kv1_bad)):
                                 fail(ERR_LENGTH)
                             with m.Else():
-                                m.d.sync += [kvc.eq(kvc + 1 + (att_kind == CMD_V_PAIR)), nxt.eq(aw.kv_end),
-                                             chk_two.eq(1), chk_b.eq(aw.kv_chk2), aw_chk.eq(aw.need_chk),
-                                             *fbw.load(Mux(aw.need_chk, aw.kv_chk1, aw.kv_end))]
+                                m.d.sync += kvc.eq(kvc + 1 + (att_kind == CMD_V_PAIR))
                         with m.Case(CMD_Q):
+                            m.d.sync += [nxt.eq(aw.q_end), chk_two.eq(0), aw_chk.eq(aw.need_chk),
+                                         *fbw.load(Mux(aw.need_chk, aw.q_chk, aw.q_end))]
                             with m.If(aw.q_bad):
                                 fail(ERR_LENGTH)
                             with m.Else():
-                                m.d.sync += [qseen.eq(1), n_rec.eq(n_rec + 1), nxt.eq(aw.q_end), chk_two.eq(0),
-                                             aw_chk.eq(aw.need_chk),
-                                             *fbw.load(Mux(aw.need_chk, aw.q_chk, aw.q_end))]
+                                m.d.sync += [qseen.eq(1), n_rec.eq(n_rec + 1)]
                         with m.Case(CMD_CONST):
+                            m.d.sync += fbw.load(rp + 1)
                             with m.If(aw.kv_short):
                                 fail(ERR_LENGTH)
                             with m.Else():
-                                m.d.sync += [qseen.eq(1), n_rec.eq(n_rec + 1), *fbw.load(rp + 1)]
+                                m.d.sync += [qseen.eq(1), n_rec.eq(n_rec + 1)]
                         with m.Default():
                             fail(ERR_RANGE)
                 with m.State("AW_GO"):                                      # the address loaded in AW_CMD
@@ -1438,14 +1472,20 @@ class Accelerator(wiring.Component):
                         m.next = "AW_FIT"
                 with m.State("AW_FIT"):                                     # mul_p = records * record bytes
                     m.d.sync += scan_start(a_dim)                           # 1 <= dim <= PC after AW_END
+                    m.d.sync += pmw.go(1)                               # (the pointer is at a_pbase)
                     with m.If(mul_p >= MP):                             # mul_p + 1 > MP
                         fail(ERR_RANGE)
                     with m.Else():
-                        m.d.sync += pmw.go(1)                           # (the pointer is at a_pbase)
                         m.next = "AW_PM"
                 with m.State("AW_PM"):
-                    scan(pm_rd.data, pmw, ERR_UNLOADED, "ATT_CFG",
-                         on_done=[acv.eq(pm_rd.data), a_cfg.eq(1), att_a.eq(0), att_b.eq(0), att_skip.eq(0)])
+                    scan(chk_p, pmw, ERR_UNLOADED, "AW_PMW",
+                         on_done=[a_cfg.eq(1), att_a.eq(0), att_b.eq(0), att_skip.eq(0)])
+                with m.State("AW_PMW"):                                 # the last mark is in pm_q
+                    with m.If(mark_bad):
+                        fail(ERR_UNLOADED)
+                    with m.Else():
+                        m.d.sync += acv.eq(pm_q)
+                        m.next = "ATT_CFG"
 
                 # -- ATTENTION: run ----------------------------------------------------------------------------------
                 with m.State("ATT_CFG"):                                    # the CONFIG command is valid
@@ -1462,7 +1502,7 @@ class Accelerator(wiring.Component):
                 # leaves no time for that), and the cycle counts are those of a direct branch
                 with m.State("ATT_TYPE"):
                     m.d.comb += att_run.eq(1)
-                    with m.If(rp == L):
+                    with m.If(at_end):
                         m.next = "ATT_DRAIN"
                     with m.Else():
                         # the walk let only the four type bytes through, and their low three bits tell
@@ -1482,7 +1522,7 @@ class Accelerator(wiring.Component):
                 def att_bitmap(land, then):                             # the byte lands a cycle later
                     m.d.comb += att_run.eq(1)
                     m.d.sync += [land.eq(1), j_cnt.eq(j_cnt + 1)]
-                    with m.If(j_cnt == a_d - 1):
+                    with m.If(j_cnt == a_d_m1):
                         m.d.sync += j_cnt.eq(0)
                         if then is None:                                # a Q token has no second bitmap
                             with m.If(~k_kv):                           # (a Q token)
@@ -1531,6 +1571,8 @@ class Accelerator(wiring.Component):
                             m.next = "ENG_ERR"
                         with m.Else():
                             m.next = "RESPOND"
+
+        m.d.sync += mul_pre                                  # the header operands of mul_load, every cycle
 
         # back-end beats count as requant / LIF beats
         with m.If(be_take):

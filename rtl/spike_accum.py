@@ -278,7 +278,8 @@ class SpikeAccumulator(wiring.Component):
         s2_idx = Signal(range(CM))
         s1_g, s2_g, s3_g, s4_g, s5_g = (Signal(range(R), name=f"s{i}_g") for i in (1, 2, 3, 4, 5))
         s1_skip, s2_skip, s3_skip, s4_skip, s5_skip = (Signal(SKIP_W, name=f"s{i}_skip") for i in (1, 2, 3, 4, 5))
-        s1_base, s2_base = Signal(range(R), name="s1_base"), Signal(range(R), name="s2_base")
+        s1_base = Signal(range(R), name="s1_base")
+        s2_bg = Signal(range(2 * R), name="s2_bg")         # base + g, added in S1
         s1_groups, s2_groups = Signal(range(R + 1), name="s1_groups"), Signal(range(R + 1), name="s2_groups")
         acc = Signal(data.ArrayLayout(signed(AW), P))
 
@@ -476,14 +477,14 @@ class SpikeAccumulator(wiring.Component):
         m.d.comb += idx.eq(Mux(ffs_any, s1_cidx * W + ffs_idx, 0))
         with m.If(~stall):
             m.d.sync += [s2[n].eq(s1[n]) for n in s1]
-            m.d.sync += [s2_idx.eq(idx), s2_g.eq(s1_g), s2_skip.eq(s1_skip), s2_base.eq(s1_base),
+            m.d.sync += [s2_idx.eq(idx), s2_g.eq(s1_g), s2_skip.eq(s1_skip), s2_bg.eq(s1_base + s1_g),
                          s2_groups.eq(s1_groups)]
 
         # ---- S2: row address into a register ------------------------------------------------------
         s3_addr = Signal.like(rd.addr)         # < R for every step a valid CONFIG admits
         with m.If(~stall):
             m.d.sync += [s3[n].eq(s2[n]) for n in s2]
-            m.d.sync += [s3_g.eq(s2_g), s3_skip.eq(s2_skip), s3_addr.eq(s2_base + s2_g + s2_idx * s2_groups)]
+            m.d.sync += [s3_g.eq(s2_g), s3_skip.eq(s2_skip), s3_addr.eq(s2_bg + s2_idx * s2_groups)]
 
         # ---- S3: synchronous read from the address register ----------------------------------------
         m.d.comb += [rd.addr.eq(s3_addr), rd.en.eq(~stall)]
