@@ -609,7 +609,10 @@ class Accelerator(wiring.Component):
 
         mul_a, mul_b = Signal(K), Signal(K)
         mul_p = Signal(K)                                    # clamp(mul_a * mul_b): every use compares it
-        m.d.sync += mul_p.eq(clamp(mul_a * mul_b))
+        mul_lo, mul_hi = Signal(K), Signal()                 # the product's low bits and "above K bits", each
+        prod = mul_a * mul_b                                 # registered straight from the multiplier
+        m.d.sync += [mul_lo.eq(prod[:K]), mul_hi.eq(prod[K:].any())]
+        m.d.comb += mul_p.eq(Mux(mul_hi, (1 << K) - 1, mul_lo))
 
         def mul_load(a, b, *, live_a: bool = False):
             """Operands for the product two cycles later. Header operands (stable from two cycles before the
@@ -809,8 +812,8 @@ class Accelerator(wiring.Component):
         m.d.comb += f_lane.eq(f_c[:LGP] if LGP else 0)
         f_v1 = Signal(signed(18))                            # v + ((x - v) * L >> K), set in LIF_ADD: between
         #                                                      v and x, so 16 bits are enough (intops.lif_step)
-        f_spike = Signal()
-        m.d.comb += f_spike.eq(f_v1 >= lif_theta)
+        f_spike = Signal()                                   # f_v1 >= theta, registered beside f_v1 in LIF_ADD as
+        f_thr = Signal(signed(18))                           # (p >> K) >= theta - v (f_thr, set in LIF_MUL)
         f_sbits = Signal(8)
         m.d.comb += f_sbits.eq(f_bits | (f_spike << f_c[:3]))
 
@@ -1379,10 +1382,11 @@ class Accelerator(wiring.Component):
                 m.d.sync += f_diff.eq(Cat(f_xlo, fb_q).as_signed() - f_vold)         # (fb_q: x's high byte)
                 m.next = "LIF_MUL"
             with m.State("LIF_MUL"):
+                m.d.sync += f_thr.eq(lif_theta - f_vold)
                 m.d.sync += f_prod.eq(f_diff * lif_leak)
                 m.next = "LIF_ADD"
             with m.State("LIF_ADD"):
-                m.d.sync += f_v1.eq(f_vold + (f_prod >> lif_shift))
+                m.d.sync += [f_v1.eq(f_vold + (f_prod >> lif_shift)), f_spike.eq((f_prod >> lif_shift) >= f_thr)]
                 m.next = "LIF_STEP"
             with m.State("LIF_STEP"):                                   # membrane (token f_n, channel f_c)
                 m.d.sync += [v_wa.eq(f_wrow), v_we.eq(1 << f_lane), v_wd.eq(Mux(f_spike, 0, f_v1[:16]))]
