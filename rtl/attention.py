@@ -334,7 +334,7 @@ class AttentionEngine(wiring.Component):
         err_code_new = Signal(4)
         cfg_ok = Signal(1)
         # the payload's features, registered every cycle: the op and its kind (p_op, p_pair, p_const), a's
-        # popcount, whether a bitmap has a bit at or above dim (highest set bit + 1 > dim: an error),
+        # popcount, the bitmaps' highest set bit + 1 (0: none; a bit at or above dim is an error: hb > dim),
         # and A's first step of a KV / Q token (p_eff = a_eff: the mask it walks, 0 for a constant request
         # or a V pair; its find-first-set index, the mask without that bit, and whether that step is the
         # token's last in its group); the command taken is the one registered (hold)
@@ -348,24 +348,20 @@ class AttentionEngine(wiring.Component):
                 terms = [(a0 | a1, t0 | t1 | (a0 & a1)) for (a0, t0), (a1, t1) in pairs] + (
                     [terms[-1]] if len(terms) % 2 else [])
             return terms[0][1]
-        p_pc = Signal(range(D + 1))
-        p_high_a, p_high_b = Signal(1), Signal(1)
+        p_pc, p_hb_a, p_hb_b = Signal(range(D + 1)), Signal(range(D + 1)), Signal(range(D + 1))
         p_eff, p_rest = Signal(D), Signal(D)
         p_nz, p_ilast = Signal(1), Signal(1)
         p_idx = Signal(range(D))
         p_op, p_pair, p_const = Signal(2), Signal(1), Signal(1)
         no_k = const_q | pair                  # a constant request reads q = 0; a pair has k = 0 (a_eff = 0)
         e_any, e_idx = find_first_set(cmd.a)
-        # the dim a command taken in the next cycle is checked against: the window's, or while a CONFIG waits
-        # for its apply cycle the one it brings (nothing is taken before that cycle)
-        dim_eff = Mux(cfg_pend, cfg_dim, w_dim)
-        m.d.sync += [p_pc.eq(popcount(cmd.a)), p_high_a.eq(top_bit(cmd.a) > dim_eff),
-                     p_high_b.eq(top_bit(cmd.b) > dim_eff),
+        m.d.sync += [p_pc.eq(popcount(cmd.a)), p_hb_a.eq(top_bit(cmd.a)), p_hb_b.eq(top_bit(cmd.b)),
                      p_eff.eq(Mux(no_k, 0, cmd.a)), p_rest.eq(Mux(no_k, 0, cmd.a & (cmd.a - 1))),
                      p_nz.eq(e_any & ~no_k), p_ilast.eq(no_k | ~two_or_more(cmd.a)),
                      p_idx.eq(Mux(e_any & ~no_k, e_idx, 0)),
                      p_op.eq(cmd.op), p_pair.eq(pair), p_const.eq(const_q)]
-        high_a, high_b = p_high_a, p_high_b
+        high_a = p_hb_a > w_dim
+        high_b = p_hb_b > w_dim
         with m.If(take & (p_op == OP_CONFIG)):
             m.d.sync += cfg_pend.eq(1)
         with m.If(cfg_apply):
