@@ -811,6 +811,9 @@ class Accelerator(wiring.Component):
         f_tok_row = Signal(range(MR + 1))
         f_row_next = Signal(range(2 * MR + 1))               # f_tok_row + gc, registered in LIF_LO
         f_last_c = Signal()                                  # f_c is the token's last channel (LIF_LO)
+        f_byte_end = Signal()                                # LIF_STEP puts a spike byte: f_c % 8 == 7 or f_last_c
+        f_lane_we = Signal(P)                                # 1 << f_lane, LIF_STEP's membrane write enables
+        f_lane0 = Signal()                                   # f_lane == 0 (LIF_HI)
         f_mrow_after = Signal(range(MR + 1))                 # the next value's membrane row (LIF_HI)
         f_wrow = Signal(range(MR + 1))                       # the membrane row LIF_STEP writes (LIF_HI)
         f_xlo = Signal(8)                                    # (the high byte is fb_q in LIF_SUB)
@@ -837,8 +840,11 @@ class Accelerator(wiring.Component):
         m.d.comb += f_lane.eq(f_c[:LGP] if LGP else 0)
         f_v1 = Signal(signed(18))                            # v + ((x - v) * L >> K), set in LIF_ADD: between
         #                                                      v and x, so 16 bits are enough (intops.lif_step)
-        f_spike = Signal()                                   # f_v1 >= theta, registered beside f_v1 in LIF_ADD as
-        f_thr = Signal(signed(18))                           # (p >> K) >= theta - v (f_thr, set in LIF_MUL)
+        # f_spike = f_v1 >= theta, registered beside f_v1 in LIF_ADD as p >= (theta - v) << K (p = f_prod): for
+        # integers, floor(p / 2^K) >= t exactly when p >= t * 2^K, so the compare waits for no shift
+        f_spike = Signal()
+        f_thr = Signal(signed(17))                           # theta - v (LIF_SUB)
+        f_thr_sh = Signal(signed(33))                        # (theta - v) << K (LIF_MUL)
         f_sbits = Signal(8)
         m.d.comb += f_sbits.eq(f_bits | (f_spike << f_c[:3]))
 
@@ -1012,8 +1018,10 @@ class Accelerator(wiring.Component):
                 m.d.sync += len_bad.eq(L < _LIF_HDR)
             with m.Case(OP_ATTENTION):
                 m.d.sync += len_bad.eq(L < _ATT_HDR)
-        ww_over = Signal()                                   # row + rows > R
-        m.d.sync += ww_over.eq(clamp(hf(0, 4)) + clamp(ww_body >> LGP) > R)
+        ww_over = Signal()                                   # row + rows > R, two registers after the header:
+        ww_row_c = clamped_reg(hf(0, 4), "ww_row_c")         # a WRITE_WEIGHTS frame that passes the length check
+        ww_rows_c = clamped_reg(ww_body >> LGP, "ww_rows_c")  # has P + 2 bytes (a row, the CRC) after the row
+        m.d.sync += ww_over.eq(ww_row_c + ww_rows_c > R)     # field, so it is stable 3 cycles before IDLE
         wp_chan_c = clamped_reg(hf(0, 2), "wp_chan_c")
         l_wbase_c, l_pbase_c = clamped_reg(l_wbase, "l_wbase_c"), clamped_reg(l_pbase, "l_pbase_c")
         l_cout_c = clamped_reg(l_cout, "l_cout_c")
@@ -1400,25 +1408,27 @@ class Accelerator(wiring.Component):
                 m.d.sync += f_vold.eq(f_vgrp[f_lane[LG1:]] if LGP > LG1 else f_vgrp[0])
                 row_after = Mux(f_last_c, f_row_next, Mux(f_lane == P - 1, mrow + 1, mrow))
                 m.d.sync += [f_xlo.eq(fb_q), f_wrow.eq(mrow), f_mrow_after.eq(row_after),     # (x's low byte)
-                             v_ra.eq(row_after), v_re.eq(1), *fbw.go(0)]
+                             v_ra.eq(row_after), v_re.eq(1), *fbw.go(0),
+                             f_byte_end.eq((f_c[:3] == 7) | f_last_c), f_lane_we.eq(1 << f_lane),
+                             f_lane0.eq(f_lane == 0)]
                 m.next = "LIF_SUB"
             with m.State("LIF_SUB"):                                    # reads the next value's row
                 m.d.comb += mrow_next.eq(f_mrow_after)
                 m.d.sync += f_diff.eq(Cat(f_xlo, fb_q).as_signed() - f_vold)         # (fb_q: x's high byte)
+                m.d.sync += f_thr.eq(lif_theta - f_vold)
                 m.next = "LIF_MUL"
             with m.State("LIF_MUL"):
-                m.d.sync += f_thr.eq(lif_theta - f_vold)
-                m.d.sync += f_prod.eq(f_diff * lif_leak)
+                m.d.sync += [f_thr_sh.eq(f_thr << lif_shift), f_prod.eq(f_diff * lif_leak)]
                 m.next = "LIF_ADD"
             with m.State("LIF_ADD"):
-                m.d.sync += [f_v1.eq(f_vold + (f_prod >> lif_shift)), f_spike.eq((f_prod >> lif_shift) >= f_thr)]
+                m.d.sync += [f_v1.eq(f_vold + (f_prod >> lif_shift)), f_spike.eq(f_prod >= f_thr_sh)]
                 m.next = "LIF_STEP"
             with m.State("LIF_STEP"):                                   # membrane (token f_n, channel f_c)
-                m.d.sync += [v_wa.eq(f_wrow), v_we.eq(1 << f_lane), v_wd.eq(Mux(f_spike, 0, f_v1[:16]))]
-                with m.If(f_lane == 0):
+                m.d.sync += [v_wa.eq(f_wrow), v_we.eq(f_lane_we), v_wd.eq(Mux(f_spike, 0, f_v1[:16]))]
+                with m.If(f_lane0):
                     m.d.comb += rl_inc.eq(1)
                 last_c = f_last_c
-                with m.If((f_c[:3] == 7) | last_c):
+                with m.If(f_byte_end):
                     m.d.comb += [put.eq(1), put_data.eq(f_sbits)]
                     m.d.sync += f_bits.eq(0)
                 with m.Else():

@@ -26,8 +26,9 @@ stage S4, accumulate stage S5, output register + skid register):
   chunk with a spike left is selected (a prefix OR over ``C_IN_MAX / 16`` chunk flags) and loses its
   lowest spike (``mask & (mask - 1)`` on 16 bits), so **no cycle is spent on a zero bit** and no carry
   or reduction runs over the whole mask. "Last step of the group" is read off per-chunk flags (any /
-  two or more spikes left), kept from per-chunk counts. A token with ``x = 0`` issues one step per group
-  without an add, so every token yields its ``G`` beats. The next entry is loaded in the cycle of the
+  two or more spikes left), kept from per-chunk counts with "three or more" registered beside them (the
+  next "two or more"). A token with ``x = 0`` issues one step per group without an add, so every token
+  yields its ``G`` beats. The next entry is loaded in the cycle of the
   token's last step (or the bubble's cycle), so tokens follow each other without a gap.
 * **S1** (index) finds the spike within the selected chunk (16-bit find-first-set) and forms ``i``.
 * **S2** (address) forms the row address ``base + i * G + g`` from registered operands (the multiplier is
@@ -248,7 +249,7 @@ class SpikeAccumulator(wiring.Component):
         CW = W.bit_length()                    # bits of a chunk's spike count
         chunks = [(c * W, min((c + 1) * W, CM)) for c in range(K)]
         ent_layout = data.StructLayout({
-            "tok": 1, "nz": 1, "x": CM, "cnt": data.ArrayLayout(CW, K), "any": K, "two": K,
+            "tok": 1, "nz": 1, "x": CM, "cnt": data.ArrayLayout(CW, K), "any": K, "two": K, "three": K,
             "skip": SKIP_W, "base": range(R), "groups": range(R + 1), "glast": range(R),
         })
         QD = self.queue_depth
@@ -264,6 +265,7 @@ class SpikeAccumulator(wiring.Component):
         a_cnt = Signal(data.ArrayLayout(CW, K))  # their count per chunk
         a_any = Signal(K)                      # chunk c has one or more of them
         a_two = Signal(K)                      # chunk c has two or more of them
+        a_three = Signal(K)                    # ... three or more (two's next value after a step, registered)
         a_g = Signal(range(R))
         a_g0 = Signal(1)                       # a_g == 0
         a_glast = Signal(1)                    # a_g == G - 1
@@ -371,7 +373,8 @@ class SpikeAccumulator(wiring.Component):
         for c, (lo, hi) in enumerate(chunks):
             word = cmd.x[lo:hi]
             pc = popcount(word)
-            m.d.comb += [new.cnt[c].eq(pc), new.any[c].eq(word.any()), new.two[c].eq(pc[1:].any())]
+            m.d.comb += [new.cnt[c].eq(pc), new.any[c].eq(word.any()), new.two[c].eq(pc[1:].any()),
+                         new.three[c].eq(pc >= 3)]
 
         deq = Signal(1)
         if QD == 0:                             # no queue: a command is taken into S0 (below)
@@ -435,7 +438,7 @@ class SpikeAccumulator(wiring.Component):
 
         def load_entry(e):
             m.d.sync += [a.eq(e), a_mask.eq(e.x), a_cnt.eq(e.cnt), a_any.eq(e.any), a_two.eq(e.two),
-                         a_g.eq(0), a_g0.eq(1), a_glast.eq(e.glast == 0), a_first.eq(1),
+                         a_three.eq(e.three), a_g.eq(0), a_g0.eq(1), a_glast.eq(e.glast == 0), a_first.eq(1),
                          i_last.eq(one_left(e.any, e.two))]
 
         with m.If(~stall):
@@ -453,18 +456,19 @@ class SpikeAccumulator(wiring.Component):
                     m.d.sync += a_pend.eq(0)
             with m.Elif(i_last):                # group done: the mask restarts for the next group
                 m.d.sync += [a_mask.eq(a.x), a_cnt.eq(a.cnt), a_any.eq(a.any), a_two.eq(a.two),
-                             a_g.eq(a_g + 1), a_g0.eq(0), a_glast.eq(a_g + 1 == a.glast), a_first.eq(1),
-                             i_last.eq(one_left(a.any, a.two))]
+                             a_three.eq(a.three), a_g.eq(a_g + 1), a_g0.eq(0), a_glast.eq(a_g + 1 == a.glast),
+                             a_first.eq(1), i_last.eq(one_left(a.any, a.two))]
             with m.Else():                      # the selected chunk loses its lowest spike
                 m.d.sync += a_first.eq(0)
                 any_next = Cat(*(Mux(sel[c], a_two[c], a_any[c]) for c in range(K)))
-                two_next = Cat(*(Mux(sel[c], a_cnt[c] >= 3, a_two[c]) for c in range(K)))
+                two_next = Cat(*(Mux(sel[c], a_three[c], a_two[c]) for c in range(K)))
                 m.d.sync += i_last.eq(one_left(any_next, two_next))
                 for c, (lo, hi) in enumerate(chunks):
                     mc = a_mask[lo:hi]
                     with m.If(sel[c]):
                         m.d.sync += [a_mask[lo:hi].eq(mc & (mc - 1)), a_cnt[c].eq(a_cnt[c] - 1),
-                                     a_any[c].eq(a_two[c]), a_two[c].eq(a_cnt[c] >= 3)]
+                                     a_any[c].eq(a_two[c]), a_two[c].eq(a_three[c]),
+                                     a_three[c].eq(a_cnt[c] >= 4)]
 
         if QD == 0:                             # taken only while S0 is empty (cmd.ready = ~a_pend)
             with m.If(take):
