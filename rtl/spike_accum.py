@@ -374,7 +374,7 @@ class SpikeAccumulator(wiring.Component):
             word = cmd.x[lo:hi]
             pc = popcount(word)
             m.d.comb += [new.cnt[c].eq(pc), new.any[c].eq(word.any()), new.two[c].eq(pc[1:].any()),
-                         new.three[c].eq(pc >= 3)]
+                         new.three[c].eq(pc[2:].any() | pc[:2].all())]
 
         deq = Signal(1)
         if QD == 0:                             # no queue: a command is taken into S0 (below)
@@ -468,7 +468,7 @@ class SpikeAccumulator(wiring.Component):
                     with m.If(sel[c]):
                         m.d.sync += [a_mask[lo:hi].eq(mc & (mc - 1)), a_cnt[c].eq(a_cnt[c] - 1),
                                      a_any[c].eq(a_two[c]), a_two[c].eq(a_three[c]),
-                                     a_three[c].eq(a_cnt[c] >= 4)]
+                                     a_three[c].eq(a_cnt[c][2:].any())]
 
         if QD == 0:                             # taken only while S0 is empty (cmd.ready = ~a_pend)
             with m.If(take):
