@@ -60,7 +60,7 @@ __all__ = [
     "OP_CONFIG", "OP_KV", "OP_Q", "OP_STATUS_CLEAR", "MODE_DOT", "MODE_HAMMING",
     "ERR_NONE", "ERR_COUNT", "ERR_HEAD", "ERR_DIM", "ERR_NO_WINDOW", "ERR_BITS", "COUNTER_W", "LATENCY",
     "kv_width", "out_width", "cmd_layout", "out_layout", "status_signature", "AttentionEngine",
-    "popcount", "find_first_set",
+    "popcount", "two_or_more", "find_first_set",
 ]
 
 OP_CONFIG, OP_KV, OP_Q, OP_STATUS_CLEAR = 0, 1, 2, 3
@@ -124,18 +124,43 @@ def status_signature() -> wiring.Signature:
     })
 
 
+def _count4(bits: list[Value]) -> Value:
+    """Set bits among at most 4 one-bit values, as 3 bits of plain logic (one LUT4 each on an FPGA: no
+    carry chain, which a ``+`` of single bits would map to)."""
+    b = bits + [C(0, 1)] * (4 - len(bits))
+    pairs = [b[i] & b[j] for i in range(4) for j in range(i + 1, 4)]
+    full = b[0] & b[1] & b[2] & b[3]
+    return Cat(b[0] ^ b[1] ^ b[2] ^ b[3], Cat(*pairs).any() & ~full, full)
+
+
 def popcount(bits: Value) -> Value:
-    """Number of set bits, as a balanced adder tree (width grows by one bit per level)."""
+    """Number of set bits: groups of 4 bits counted in logic (:func:`_count4`), then a balanced adder
+    tree over the group counts (width grows by one bit per level)."""
     bits = Value.cast(bits)
-    terms: list[Value] = [bits[i] for i in range(len(bits))]
-    if not terms:
+    if len(bits) == 0:
         return C(0, 1)
+    terms: list[Value] = [_count4([bits[j] for j in range(i, min(i + 4, len(bits)))])
+                          for i in range(0, len(bits), 4)]
     while len(terms) > 1:
         nxt = [terms[i] + terms[i + 1] for i in range(0, len(terms) - 1, 2)]
         if len(terms) % 2:
             nxt.append(terms[-1])
         terms = nxt
     return terms[0]
+
+
+def two_or_more(bits: Value) -> Value:
+    """Whether two or more bits are set, as a log-depth tree of (any, two) pairs (no carry chain: the
+    same as ``bits & (bits - 1) != 0``)."""
+    bits = Value.cast(bits)
+    terms = [(bits[i], C(0, 1)) for i in range(len(bits))]
+    if not terms:
+        return C(0, 1)
+    while len(terms) > 1:
+        pairs = zip(terms[0::2], terms[1::2], strict=False)
+        terms = [(a0 | a1, t0 | t1 | (a0 & a1)) for (a0, t0), (a1, t1) in pairs] + (
+            [terms[-1]] if len(terms) % 2 else [])
+    return terms[0][1]
 
 
 def find_first_set(bits: Value) -> tuple[Value, Value]:
@@ -341,13 +366,6 @@ class AttentionEngine(wiring.Component):
         def top_bit(bits):                     # highest set bit + 1, 0 if none
             any_, idx = find_first_set(Cat(*reversed([bits[i] for i in range(D)])))
             return Mux(any_, D - idx, 0)
-        def two_or_more(bits):                 # a log-depth tree of (any, two) pairs
-            terms = [(bits[i], C(0, 1)) for i in range(len(bits))]
-            while len(terms) > 1:
-                pairs = zip(terms[0::2], terms[1::2], strict=False)
-                terms = [(a0 | a1, t0 | t1 | (a0 & a1)) for (a0, t0), (a1, t1) in pairs] + (
-                    [terms[-1]] if len(terms) % 2 else [])
-            return terms[0][1]
         p_pc, p_hb_a, p_hb_b = Signal(range(D + 1)), Signal(range(D + 1)), Signal(range(D + 1))
         p_eff, p_rest = Signal(D), Signal(D)
         p_nz, p_ilast = Signal(1), Signal(1)
@@ -483,7 +501,8 @@ class AttentionEngine(wiring.Component):
         g_last = Signal(1)
         m.d.comb += g_last.eq(cur_g == w_glast)
         i_last = Signal(1)
-        m.d.comb += i_last.eq(Mux(a_pend, ~a_nz | (a_rest == 0), p_ilast))
+        a_two = two_or_more(a_mask)            # a_rest != 0, without the carry chain of a_mask - 1
+        m.d.comb += i_last.eq(Mux(a_pend, ~a_nz | ~a_two, p_ilast))
         addr = Signal.like(rd.addr)
         m.d.comb += addr.eq((w_head * D + idx) * GM + cur_g)
 
@@ -506,7 +525,7 @@ class AttentionEngine(wiring.Component):
                     m.d.sync += [a_mask.eq(rest), a_first.eq(0), a_g.eq(cur_g), a_pend.eq(issue)]
             with m.Else():
                 with m.If(g_last):
-                    m.d.sync += [a_mask.eq(rest), a_g.eq(0), a_pend.eq(issue & rest.any())]
+                    m.d.sync += [a_mask.eq(rest), a_g.eq(0), a_pend.eq(issue & Mux(a_pend, a_two, p_rest.any()))]
                 with m.Else():
                     m.d.sync += [a_mask.eq(cur_mask), a_g.eq(cur_g + 1), a_pend.eq(issue)]
 
