@@ -632,7 +632,7 @@ class Accelerator(wiring.Component):
             x = Value.cast(x)
             return x if len(x) <= K else Mux(x[K:].any(), (1 << K) - 1, x[:K])
 
-        mul_a, mul_b = Signal(K), Signal(K)
+        mul_a, mul_b = Signal(K + 1), Signal(K)              # (mul_a: also a sum of two clamped operands)
         mul_p = Signal(K)                                    # clamp(mul_a * mul_b): every use compares it
         mul_lo, mul_hi = Signal(K), Signal()                 # the product's low bits and "above K bits", each
         prod = mul_a * mul_b                                 # registered straight from the multiplier
@@ -643,11 +643,14 @@ class Accelerator(wiring.Component):
             """Operands for the product two cycles later. Header operands (stable from two cycles before the
             job on: the payload's header precedes the CRC) are clamped into registers of their own first, so
             the operand registers take a register through the state's multiplexer; ``live_a``: ``a`` is a
-            counter, used as it is."""
+            counter, used as it is; ``a`` a tuple of two header operands: their clamped sum (``K + 1`` bits:
+            the product exceeds ``LIM`` exactly when the true one does, as for a clamped operand)."""
             def pre(x):
                 reg = Signal(K, name=f"mul_pre{len(mul_pre)}")
                 mul_pre.append(reg.eq(clamp(x)))            # (assigned every cycle, outside the FSM: below)
                 return reg
+            if isinstance(a, tuple):
+                return [mul_a.eq(pre(a[0]) + pre(a[1])), mul_b.eq(pre(b))]
             return [mul_a.eq(clamp(a) if live_a else pre(a)), mul_b.eq(pre(b))]
         mul_pre: list = []
 
@@ -1357,7 +1360,7 @@ class Accelerator(wiring.Component):
 
             # -- LIF -------------------------------------------------------------------------------------------
             with m.State("LIF0"):
-                m.d.sync += mul_load(clamp(f_neuron) + clamp(f_tokens), f_gc)  # for LIF2
+                m.d.sync += mul_load((f_neuron, f_tokens), f_gc)               # for LIF2
                 with m.If(len_bad):
                     fail(ERR_LENGTH)
                 with m.Else():
