@@ -825,16 +825,19 @@ class Accelerator(wiring.Component):
         m.d.sync += f_ch_m1.eq(f_ch - 1)
         # the membrane row lands in a register straight from the block RAM (f_vrow_p, every cycle: the
         # block RAMs sit across the die, so their slow output gets no logic and a register of its own beside
-        # each block), then in f_vrow, then the lane select in two registered steps: LIF_LO keeps lane
+        # each block), then in f_vrow_q and f_vrow (two more hops towards the LIF datapath, at no cost in the
+        # loop: the row is read four cycles before the LIF_LO that uses it), then the lane select in two
+        # registered steps: LIF_LO keeps lane
         # f_lane % 8 of each group of 8 lanes (f_vgrp, 0 for a first step), LIF_HI picks the group
         # (f_lane // 8, f_vold). The next value's row is read in LIF_SUB, before this value's write (set in
         # LIF_STEP, done in the cycle after), and held on the port (read enable low); it is in f_vrow from
-        # the next LIF_STEP on (the first value's: LIF5 reads it, LIF5B and LIF5C wait for it): the memory
+        # the next LIF_LO on (the first value's: LIF5 reads it, LIF5B-LIF5D wait for it): the memory
         # is never read while it is written (COLLISION_FREE_MEMORIES), and the two values never share a
         # (row, lane)
         f_vrow_p = Signal(data.ArrayLayout(signed(16), P))
+        f_vrow_q = Signal(data.ArrayLayout(signed(16), P))
         f_vrow = Signal(data.ArrayLayout(signed(16), P))
-        m.d.sync += [f_vrow_p.eq(v_rd.data), f_vrow.eq(f_vrow_p)]
+        m.d.sync += [f_vrow_p.eq(v_rd.data), f_vrow_q.eq(f_vrow_p), f_vrow.eq(f_vrow_q)]
         LG1 = min(LGP, 3)
         f_vgrp = Array(Signal(signed(16), name=f"f_vgrp{k}") for k in range(P >> LG1))
         f_diff = Signal(signed(17))                          # x - v
@@ -1399,6 +1402,8 @@ class Accelerator(wiring.Component):
             with m.State("LIF5B"):                                      # ... on the port
                 m.next = "LIF5C"
             with m.State("LIF5C"):                                      # ... in f_vrow_p
+                m.next = "LIF5D"
+            with m.State("LIF5D"):                                      # ... in f_vrow_q
                 m.d.sync += fbw.go(1)
                 m.next = "LIF_LO"
             with m.State("LIF_LO"):                                     # membrane row mrow is in f_vrow
