@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from amaranth.hdl import Array, Module, Mux, Signal
+from amaranth.hdl import Array, C, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -88,24 +88,37 @@ class EventCounters(wiring.Component):
         sweep = Signal(range(max(2, N)))
         f_idx = Signal(range(max(2, N)))               # the counter flushed this cycle (address of last cycle)
 
-        addr = Mux(self.rd_strobe, self.rd_index, sweep)
+        addr = Signal.like(f_idx)
+        m.d.comb += addr.eq(Mux(self.rd_strobe, self.rd_index, sweep))
         m.d.comb += rd.addr.eq(addr)
         m.d.sync += f_idx.eq(addr)
         with m.If(~self.rd_strobe):
             m.d.sync += sweep.eq(Mux(sweep == N - 1, 0, sweep + 1))
 
+        # the flushed counter's cleared flag and pending sum are selected a cycle ahead, from the next
+        # values at the next flush's address (f_clr, f_pend: registers), so the total is one adder from
+        # flip-flops and the memory's read port
+        incs = [self.inc[k] if self.max_incs[k] else C(0, 1) for k in range(N)]
+        pw = max(len(p) for p in pending)
+        f_clr = Signal()
+        f_pend = Signal(pw)
+        sel_pend = Array(pending)[addr]
+        sel_inc = Array(incs)[addr]
+        m.d.sync += [
+            f_clr.eq(self.clear | (cleared.bit_select(addr, 1) & (f_idx != addr))),
+            f_pend.eq(Mux(self.clear, 0, Mux(f_idx == addr, sel_inc, sel_pend + sel_inc))),
+        ]
         total = Signal(W)
         m.d.comb += [
-            total.eq(Mux(cleared.bit_select(f_idx, 1), 0, rd.data) + Array(pending)[f_idx]),
+            total.eq(Mux(f_clr, 0, rd.data) + f_pend),
             wr.addr.eq(f_idx), wr.data.eq(total), wr.en.eq(1),
             self.rd_value.eq(total),
         ]
         for k, p in enumerate(pending):
-            inc = self.inc[k] if self.max_incs[k] else 0
             with m.If(self.clear):
                 m.d.sync += [p.eq(0), cleared[k].eq(1)]
             with m.Elif(f_idx == k):
-                m.d.sync += [p.eq(inc), cleared[k].eq(0)]
+                m.d.sync += [p.eq(incs[k]), cleared[k].eq(0)]
             with m.Else():
-                m.d.sync += p.eq(p + inc)
+                m.d.sync += p.eq(p + incs[k])
         return m
