@@ -100,7 +100,7 @@ class EventCounters(wiring.Component):
         # flip-flops and the memory's read port
         incs = [self.inc[k] if self.max_incs[k] else C(0, 1) for k in range(N)]
         pw = max(len(p) for p in pending)
-        f_clr = Signal()
+        f_clr = Signal(init=1)                         # (after a reset: counter 0's flag, set)
         f_pend = Signal(pw)
         sel_pend = Array(pending)[addr]
         sel_inc = Array(incs)[addr]

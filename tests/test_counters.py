@@ -13,16 +13,20 @@ import random
 import warnings
 
 import pytest
-from amaranth.hdl import UnusedElaboratable
+from amaranth.hdl import ResetInserter, Signal, UnusedElaboratable
 from amaranth.sim import Simulator
 
 from rtl.counters import EventCounters, pending_width
 
 
-def run_counters(max_incs, *, width: int, cycles: int, seed: int, p_clear: float, p_read: float) -> int:
-    """Drive the block for ``cycles`` cycles; returns the number of reads checked (all compared exactly)."""
+def run_counters(max_incs, *, width: int, cycles: int, seed: int, p_clear: float, p_read: float,
+                 p_reset: float = 0.0) -> int:
+    """Drive the block for ``cycles`` cycles; returns the number of reads checked (all compared exactly).
+    ``p_reset``: the chance of a one-cycle synchronous reset (the totals memory keeps its words, every
+    counter must read as 0 plus what came after)."""
     rng = random.Random(seed)
     dut = EventCounters(max_incs, width=width)
+    rst = Signal()
     n = len(max_incs)
     checked = 0
 
@@ -35,8 +39,9 @@ def run_counters(max_incs, *, width: int, cycles: int, seed: int, p_clear: float
         for cyc in range(cycles):
             incs = [rng.randint(0, mi) if rng.random() < 0.7 else mi for mi in max_incs]
             clear = rng.random() < p_clear
+            reset = rng.random() < p_reset
             strobe = False
-            if not last_strobe:
+            if not last_strobe and not reset:
                 if script:
                     strobe, idx = script.pop(0)
                 elif rng.random() < p_read:
@@ -46,6 +51,7 @@ def run_counters(max_incs, *, width: int, cycles: int, seed: int, p_clear: float
             for k in range(n):
                 ctx.set(dut.inc[k], incs[k])
             ctx.set(dut.clear, clear)
+            ctx.set(rst, reset)
             ctx.set(dut.rd_strobe, strobe)
             if strobe:
                 ctx.set(dut.rd_index, idx)
@@ -54,8 +60,9 @@ def run_counters(max_incs, *, width: int, cycles: int, seed: int, p_clear: float
                 got = ctx.get(dut.rd_value)
                 assert got == want, f"cycle {cyc}: counter {k} read {got}, want {want}"
                 checked += 1
-            if clear:
+            if clear or reset:
                 counts = [0] * n
+                script = [] if reset else script
             else:
                 counts = [c + i for c, i in zip(counts, incs, strict=True)]
             # a read answers with the count up to the end of its strobe cycle (a clear in it: 0)
@@ -63,7 +70,7 @@ def run_counters(max_incs, *, width: int, cycles: int, seed: int, p_clear: float
             last_strobe = strobe
             await ctx.tick()
 
-    sim = Simulator(dut)
+    sim = Simulator(ResetInserter(rst)(dut))
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
@@ -75,6 +82,12 @@ def test_event_counters_random(seed):
     """16 counters like the accelerator's (1-bit events, a P-wide one, a wide byte count, a constant 0)."""
     max_incs = [1, 1, 1, 1, 265, 1, 1, 1, 1, 16, 0, 1, 1, 64, 16, 1]
     assert run_counters(max_incs, width=32, cycles=3000, seed=seed, p_clear=0.003, p_read=0.15) > 300
+
+
+def test_event_counters_reset():
+    """A synchronous reset mid-run: the memory keeps the old totals, yet every counter restarts from 0."""
+    max_incs = [1, 16, 1, 0, 5]
+    assert run_counters(max_incs, width=32, cycles=3000, seed=4, p_clear=0.002, p_read=0.2, p_reset=0.01) > 300
 
 
 def test_event_counters_wrap():
