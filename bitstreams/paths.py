@@ -8,7 +8,8 @@ analysis over it, single clock, setup only:
 * arrival at a pin = the worst (max corner) of launch ``CLK* -> Q/DO*`` delay plus cell arcs plus
   net delays along any path; inputs of the out-of-context top, and constants, are not timed;
 * required at an endpoint (a ``SETUPHOLD`` pin: FF data / enable / set-reset, block RAM ports, DSP
-  inputs) = ``period - setup``; slack = required - arrival (the same numbers as nextpnr's report).
+  inputs, distributed RAM write ports) = ``period - setup``; slack = required - arrival (the same
+  numbers as nextpnr's report).
 
 Endpoints are grouped by (launch register, capture register), each named by the design signal the
 cell was made from (``linear.f_e0_TRELLIS_FF_Q_94`` -> ``linear.f_e0``, block RAM ``membranes.0.9`` ->
@@ -32,7 +33,7 @@ _CELLTYPE = re.compile(r'\(CELLTYPE "(\S+)"\)')
 
 
 def _is_clock(pin):
-    return pin.startswith("CLK")
+    return pin.startswith("CLK") or pin == "WCK"              # (WCK: a distributed RAM's write clock)
 
 
 def parse_sdf(path):

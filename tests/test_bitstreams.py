@@ -174,6 +174,7 @@ _SDF = """(DELAYFILE
         (INTERCONNECT lut_a/F x_TRELLIS_FF_Q_3/DI (100:200:300) (100:200:300))
         (INTERCONNECT y_TRELLIS_FF_Q/Q lut_a/B (400:500:600) (400:500:600))
         (INTERCONNECT y_TRELLIS_FF_Q/Q z_TRELLIS_FF_Q/DI (100:100:100) (100:100:100))
+        (INTERCONNECT y_TRELLIS_FF_Q/Q mem.0.2\\$DPRAM_COMB1/WD (900:1000:1100) (900:1000:1100))
       )
     )
   )
@@ -218,6 +219,13 @@ _SDF = """(DELAYFILE
     )
   )
   (CELL
+    (CELLTYPE "TRELLIS_COMB")
+    (INSTANCE mem.0.2\\$DPRAM_COMB1)
+    (TIMINGCHECK
+      (SETUPHOLD (posedge WD) (posedge WCK) (0:0:0) (202:249:297))
+    )
+  )
+  (CELL
     (CELLTYPE "TRELLIS_FF")
     (INSTANCE z_TRELLIS_FF_Q)
     (DELAY
@@ -236,16 +244,17 @@ _SDF = """(DELAYFILE
 def test_endpoint_analysis_of_an_sdf(tmp_path):
     """``bitstreams.paths`` times a hand-made SDF (nextpnr's layout, one statement a line): the worst
     arrival at ``x`` comes from the block RAM (5,830 + 1,100 + 236 + 300 ps, against 525 + 600 + 236 +
-    300 from ``y``), setup 50 ps; ``z`` is 525 + 100 ps. At 7.5 ns only ``x`` fails, grouped by the
-    signal names of its two ends."""
+    300 from ``y``), setup 50 ps; ``z`` is 525 + 100 ps, the distributed RAM's write data (a ``WCK``
+    check) 525 + 1,100 ps. At 7.5 ns only ``x`` fails, grouped by the signal names of its two ends."""
     from bitstreams.paths import signal_name, summarize
 
     (tmp_path / "t.sdf").write_text(_SDF)
     res = summarize(tmp_path / "t.sdf", period_ns=7.5, paths=1)
-    assert res["timed_endpoints"] == 2 and res["failing_endpoints"] == 1
+    assert res["timed_endpoints"] == 3 and res["failing_endpoints"] == 1
     assert res["worst_slack_ns"] == round((7500 - 50 - (5830 + 1100 + 236 + 300)) / 1000, 2)
     assert res["groups"] == [{"launch": "ram", "capture": "x", "failing": 1, "worst_ns": -0.02, "luts": 1}]
     assert res["paths"][0]["pins"] == ["ram.0.1/DOB0", "lut_a/A", "lut_a/F", "x_TRELLIS_FF_Q_3/DI"]
     assert summarize(tmp_path / "t.sdf", period_ns=8.0)["failing_endpoints"] == 0
+    assert summarize(tmp_path / "t.sdf", period_ns=1.6)["groups"][-1]["capture"] == "mem"
     assert signal_name("linear.f_e0_TRELLIS_FF_Q_94") == "linear.f_e0"
     assert signal_name("membranes.0.9") == "membranes"
