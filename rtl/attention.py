@@ -247,6 +247,7 @@ class AttentionEngine(wiring.Component):
         w_head = Signal(range(NH))
         w_mode = Signal(1)
         w_dim = Signal(range(D + 1))
+        w_lowmask = Signal(D)                  # bit j: j < w_dim
         w_glast = Signal(range(GM))            # G - 1
         w_tokens = Signal(range(self.max_tokens + 1))
         w_kv = Signal(range(self.max_tokens + 1))
@@ -339,8 +340,10 @@ class AttentionEngine(wiring.Component):
         cfg_tokens = Signal(range(self.max_tokens + 1))
         cfg_one, cfg_empty = Signal(1), Signal(1)
         cfg_glast = Signal(range(GM))
+        cfg_lowmask = Signal(D)                # bit j: j < dim (the bits a bitmap may have set)
         with m.If(~cfg_pend):                  # the payload of every cycle until a CONFIG is taken
             m.d.sync += [
+                cfg_lowmask.eq(Cat(*(cmd.dim > j for j in range(D)))),
                 cfg_head_bad.eq(cmd.head >= NH),
                 cfg_dim_bad.eq((cmd.dim == 0) | (cmd.dim > D) | (cmd.tokens > self.max_tokens)),
                 cfg_head.eq(cmd.head), cfg_mode.eq(cmd.mode), cfg_dim.eq(cmd.dim), cfg_tokens.eq(cmd.tokens),
@@ -359,27 +362,29 @@ class AttentionEngine(wiring.Component):
         err_code_new = Signal(4)
         cfg_ok = Signal(1)
         # the payload's features, registered every cycle: the op and its kind (p_op, p_pair, p_const), a's
-        # popcount, the bitmaps' highest set bit + 1 (0: none; a bit at or above dim is an error: hb > dim),
+        # popcount, whether a bitmap has a bit at or above dim (an error),
         # and A's first step of a KV / Q token (p_eff = a_eff: the mask it walks, 0 for a constant request
         # or a V pair; its find-first-set index, the mask without that bit, and whether that step is the
         # token's last in its group); the command taken is the one registered (hold)
-        def top_bit(bits):                     # highest set bit + 1, 0 if none
-            any_, idx = find_first_set(Cat(*reversed([bits[i] for i in range(D)])))
-            return Mux(any_, D - idx, 0)
-        p_pc, p_hb_a, p_hb_b = Signal(range(D + 1)), Signal(range(D + 1)), Signal(range(D + 1))
+        p_pc = Signal(range(D + 1))
+        p_high_a, p_high_b = Signal(1), Signal(1)
         p_eff, p_rest = Signal(D), Signal(D)
         p_nz, p_ilast = Signal(1), Signal(1)
         p_idx = Signal(range(D))
         p_op, p_pair, p_const = Signal(2), Signal(1), Signal(1)
         no_k = const_q | pair                  # a constant request reads q = 0; a pair has k = 0 (a_eff = 0)
         e_any, e_idx = find_first_set(cmd.a)
-        m.d.sync += [p_pc.eq(popcount(cmd.a)), p_hb_a.eq(top_bit(cmd.a)), p_hb_b.eq(top_bit(cmd.b)),
+        # the dim a command taken in the next cycle is checked against, as a mask of the bits below it: the
+        # window's, or while a CONFIG waits for its apply cycle the one it brings (nothing is taken before
+        # that cycle, and after a failed CONFIG the window is broken: its commands are dropped unchecked)
+        lowmask_eff = Mux(cfg_pend, cfg_lowmask, w_lowmask)
+        m.d.sync += [p_pc.eq(popcount(cmd.a)), p_high_a.eq((cmd.a & ~lowmask_eff).any()),
+                     p_high_b.eq((cmd.b & ~lowmask_eff).any()),
                      p_eff.eq(Mux(no_k, 0, cmd.a)), p_rest.eq(Mux(no_k, 0, cmd.a & (cmd.a - 1))),
                      p_nz.eq(e_any & ~no_k), p_ilast.eq(no_k | ~two_or_more(cmd.a)),
                      p_idx.eq(Mux(e_any & ~no_k, e_idx, 0)),
                      p_op.eq(cmd.op), p_pair.eq(pair), p_const.eq(const_q)]
-        high_a = p_hb_a > w_dim
-        high_b = p_hb_b > w_dim
+        high_a, high_b = p_high_a, p_high_b
         with m.If(take & (p_op == OP_CONFIG)):
             m.d.sync += cfg_pend.eq(1)
         with m.If(cfg_apply):
@@ -427,7 +432,7 @@ class AttentionEngine(wiring.Component):
             m.d.sync += [
                 error.eq(0), error_code.eq(ERR_NONE), w_state.eq(_W_OPEN),
                 w_head.eq(cfg_head), w_mode.eq(cfg_mode), w_dim.eq(cfg_dim), w_tokens.eq(cfg_tokens),
-                w_kv.eq(0), w_one_left.eq(cfg_one), w_glast.eq(cfg_glast),
+                w_kv.eq(0), w_one_left.eq(cfg_one), w_glast.eq(cfg_glast), w_lowmask.eq(cfg_lowmask),
             ]
             with m.If(cfg_empty):  # an empty window is complete at once (KV = 0, s_V = 0)
                 m.d.sync += w_state.eq(_W_FULL)
