@@ -97,16 +97,23 @@ class EventCounters(wiring.Component):
 
         # the flushed counter's cleared flag and pending sum are selected a cycle ahead, from the next
         # values at the next flush's address (f_clr, f_pend: registers), so the total is one adder from
-        # flip-flops and the memory's read port
+        # flip-flops and the memory's read port. Both candidates (the sweeper's counter, the strobed one)
+        # are formed from their own index; the strobe only picks one, right before the registers
         incs = [self.inc[k] if self.max_incs[k] else C(0, 1) for k in range(N)]
         pw = max(len(p) for p in pending)
         f_clr = Signal(init=1)                         # (after a reset: counter 0's flag, set)
         f_pend = Signal(pw)
-        sel_pend = Array(pending)[addr]
-        sel_inc = Array(incs)[addr]
+
+        def next_flags(at):
+            """(cleared flag, pending sum) of counter ``at`` in the next cycle, ``clear`` aside."""
+            sel_pend, sel_inc = Array(pending)[at], Array(incs)[at]
+            return (cleared.bit_select(at, 1) & (f_idx != at),
+                    Mux(f_idx == at, sel_inc, sel_pend + sel_inc))
+        clr_s, pend_s = next_flags(sweep)
+        clr_r, pend_r = next_flags(self.rd_index)
         m.d.sync += [
-            f_clr.eq(self.clear | (cleared.bit_select(addr, 1) & (f_idx != addr))),
-            f_pend.eq(Mux(self.clear, 0, Mux(f_idx == addr, sel_inc, sel_pend + sel_inc))),
+            f_clr.eq(self.clear | Mux(self.rd_strobe, clr_r, clr_s)),
+            f_pend.eq(Mux(self.clear, 0, Mux(self.rd_strobe, pend_r, pend_s))),
         ]
         total = Signal(W)
         m.d.comb += [
