@@ -864,6 +864,7 @@ class Accelerator(wiring.Component):
         fill_counters = Signal()
         snap = Signal(24)                                    # the upper bytes of the counter being sent
         cval = Signal(32)                                    # the next counter's value (registered)
+        fill_next = Signal(range(len(COUNTER_NAMES) + 1))    # the counter FILL strobes next (fi[2:] + 1)
         info_rom = Array([C(b, 8) for b in self.info_bytes()])
         # (the counters below are bounded by the frame: a row, record, token or bitmap has at least a byte)
         i_cnt = Signal(range(MP + 1))                        # rows / records / tokens
@@ -1133,7 +1134,7 @@ class Accelerator(wiring.Component):
                         fail(ERR_LENGTH)
                     with m.Else():
                         m.d.comb += [ctr.rd_strobe.eq(flag), ctr.rd_index.eq(0)]
-                        m.d.sync += [fi.eq(0), fill_counters.eq(flag)]
+                        m.d.sync += [fi.eq(0), fill_counters.eq(flag), fill_next.eq(1)]
                         m.next = "FILL_CV" if flag else "FILL"
             with m.State("FILL_CV"):                                    # counter 0's value (strobed above)
                 m.d.sync += cval.eq(ctr.rd_value)
@@ -1143,10 +1144,10 @@ class Accelerator(wiring.Component):
                 first_byte = fi[:2] == 0
                 m.d.comb += [put.eq(1), put_data.eq(Mux(fill_counters, Mux(first_byte, cval[:8], snap[:8]),
                                                         info_rom[fi[:5]])),
-                             ctr.rd_strobe.eq(fill_counters & (fi[:2] == 2)), ctr.rd_index.eq(fi[2:] + 1)]
+                             ctr.rd_strobe.eq(fill_counters & (fi[:2] == 2)), ctr.rd_index.eq(fill_next)]
                 m.d.sync += [fi.eq(fi + 1), snap.eq(Mux(first_byte, cval[8:], snap[8:]))]
                 with m.If(fi[:2] == 3):
-                    m.d.sync += cval.eq(ctr.rd_value)
+                    m.d.sync += [cval.eq(ctr.rd_value), fill_next.eq(fill_next + 1)]
                 with m.If(fi == last):
                     m.next = "RESPOND"
 

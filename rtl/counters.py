@@ -95,23 +95,27 @@ class EventCounters(wiring.Component):
         with m.If(~self.rd_strobe):
             m.d.sync += sweep.eq(Mux(sweep == N - 1, 0, sweep + 1))
 
-        # the flushed counter's cleared flag and pending sum are selected a cycle ahead, from the next
-        # values at the next flush's address (f_clr, f_pend: registers), so the total is one adder from
-        # flip-flops and the memory's read port. Both candidates (the sweeper's counter, the strobed one)
-        # are formed from their own index; the strobe only picks one, right before the registers
+        # the flushed counter's cleared flag and pending sum are selected a cycle ahead (f_clr, f_pend: registers),
+        # so the total is one adder from flip-flops and the memory's read port. They are the next values of the
+        # flag and sum registers (clear aside) at the next flush's address: each counter's next sum is formed
+        # once, for its own register; the sweeper's index and the strobed one each select one, and the strobe picks
         incs = [self.inc[k] if self.max_incs[k] else C(0, 1) for k in range(N)]
         pw = max(len(p) for p in pending)
         f_clr = Signal(init=1)                         # (after a reset: counter 0's flag, set)
         f_pend = Signal(pw)
-
-        def next_flags(at):
-            """(cleared flag, pending sum) of counter ``at`` in the next cycle, ``clear`` aside."""
-            sel_pend, sel_inc = Array(pending)[at], Array(incs)[at]
-            return (cleared.bit_select(at, 1) & (f_idx != at),
-                    Mux(f_idx == at, sel_inc, sel_pend + sel_inc))
-        clr_s, pend_s = next_flags(sweep)
-        clr_r, pend_r = next_flags(self.rd_index)
-        m.d.sync += [
+        flushed = [Signal(name=f"flushed{k}") for k in range(N)]      # f_idx == k
+        pend_next = [Signal(pw, name=f"pend_next{k}") for k in range(N)]
+        clr_next = Signal(N)
+        for k in range(N):
+            m.d.comb += [
+                flushed[k].eq(f_idx == k),
+                pend_next[k].eq(Mux(flushed[k], incs[k], pending[k] + incs[k])),
+                clr_next[k].eq(cleared[k] & ~flushed[k]),
+            ]
+        def pick(at):
+            return clr_next.bit_select(at, 1), Array(pend_next)[at]
+        (clr_s, pend_s), (clr_r, pend_r) = pick(sweep), pick(self.rd_index)
+        m.d.sync += [                                  # (the strobe, from the executor, picks last)
             f_clr.eq(self.clear | Mux(self.rd_strobe, clr_r, clr_s)),
             f_pend.eq(Mux(self.clear, 0, Mux(self.rd_strobe, pend_r, pend_s))),
         ]
@@ -124,8 +128,6 @@ class EventCounters(wiring.Component):
         for k, p in enumerate(pending):
             with m.If(self.clear):
                 m.d.sync += [p.eq(0), cleared[k].eq(1)]
-            with m.Elif(f_idx == k):
-                m.d.sync += [p.eq(incs[k]), cleared[k].eq(0)]
             with m.Else():
-                m.d.sync += p.eq(p + incs[k])
+                m.d.sync += [p.eq(pend_next[k]), cleared[k].eq(clr_next[k])]
         return m
