@@ -362,11 +362,12 @@ class AttentionEngine(wiring.Component):
         err_code_new = Signal(4)
         cfg_ok = Signal(1)
         # the payload's features, registered every cycle: the op and its kind (p_op, p_pair, p_const), a's
-        # popcount, whether a bitmap has a bit at or above dim (an error),
-        # and A's first step of a KV / Q token (p_eff = a_eff: the mask it walks, 0 for a constant request
-        # or a V pair; its find-first-set index, the mask without that bit, and whether that step is the
-        # token's last in its group); the command taken is the one registered (hold)
-        p_pc = Signal(range(D + 1))
+        # popcount (as two halves' counts: their sum is formed at the take), whether a bitmap has a bit at
+        # or above dim (an error), and A's first step of a KV / Q token (p_eff = a_eff: the mask it walks,
+        # 0 for a constant request or a V pair; its find-first-set index, the mask without that bit, and
+        # whether that step is the token's last in its group); the command taken is the one registered (hold)
+        half = (D + 1) // 2
+        p_pc_lo, p_pc_hi = Signal(range(half + 1)), Signal(range(D - half + 1))   # a's popcount, in two halves
         p_high_a, p_high_b = Signal(1), Signal(1)
         p_eff, p_rest = Signal(D), Signal(D)
         p_nz, p_ilast = Signal(1), Signal(1)
@@ -378,8 +379,8 @@ class AttentionEngine(wiring.Component):
         # window's, or while a CONFIG waits for its apply cycle the one it brings (nothing is taken before
         # that cycle, and after a failed CONFIG the window is broken: its commands are dropped unchecked)
         lowmask_eff = Mux(cfg_pend, cfg_lowmask, w_lowmask)
-        m.d.sync += [p_pc.eq(popcount(cmd.a)), p_high_a.eq((cmd.a & ~lowmask_eff).any()),
-                     p_high_b.eq((cmd.b & ~lowmask_eff).any()),
+        m.d.sync += [p_pc_lo.eq(popcount(cmd.a[:half])), p_pc_hi.eq(popcount(cmd.a[half:])),
+                     p_high_a.eq((cmd.a & ~lowmask_eff).any()), p_high_b.eq((cmd.b & ~lowmask_eff).any()),
                      p_eff.eq(Mux(no_k, 0, cmd.a)), p_rest.eq(Mux(no_k, 0, cmd.a & (cmd.a - 1))),
                      p_nz.eq(e_any & ~no_k), p_ilast.eq(no_k | ~two_or_more(cmd.a)),
                      p_idx.eq(Mux(e_any & ~no_k, e_idx, 0)),
@@ -450,9 +451,10 @@ class AttentionEngine(wiring.Component):
         u_pair = Signal(1)
         u_a = Signal(D)
         u_b = Signal(D)
-        u_pc = Signal(range(D + 1))
+        u_pc = Signal(range(D + 1))            # popcount(a)
         u_coef = Signal(signed(8))             # dim - 2 popcount(k): dim for a k-empty token
         u_coef2 = Signal(signed(9))            # a pair with both v_j set adds the coefficient twice
+        p_pc = p_pc_lo + p_pc_hi
         m.d.sync += [u_valid.eq(accept_kv), u_pair.eq(p_pair), u_a.eq(cmd.a), u_b.eq(cmd.b), u_pc.eq(p_pc),
                      u_coef.eq(Mux(p_pair, w_dim, w_dim - 2 * p_pc)), u_coef2.eq(w_dim * 2)]
         with m.If(u_valid):
