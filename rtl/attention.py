@@ -525,16 +525,26 @@ class AttentionEngine(wiring.Component):
         with m.If(~stall):
             m.d.sync += [a_q.eq(cur_q), a_v.eq(cur_v), a_read.eq(cur_read), a_nz.eq(cur_nz),
                          a_skip.eq(cur_skip), a_const.eq(cur_const)]
-            with m.If(cur_read):
-                with m.If(i_last):
-                    m.d.sync += [a_mask.eq(cur_q), a_first.eq(1), a_g.eq(cur_g + 1), a_pend.eq(issue & ~g_last)]
-                with m.Else():
-                    m.d.sync += [a_mask.eq(rest), a_first.eq(0), a_g.eq(cur_g), a_pend.eq(issue)]
-            with m.Else():
-                with m.If(g_last):
-                    m.d.sync += [a_mask.eq(rest), a_g.eq(0), a_pend.eq(issue & Mux(a_pend, a_two, p_rest.any()))]
-                with m.Else():
-                    m.d.sync += [a_mask.eq(cur_mask), a_g.eq(cur_g + 1), a_pend.eq(issue)]
+
+        def walk_next(pend: bool):
+            """A's next (mask, group, first, pend) after a step of its entry (``pend``) or of the command's
+            first step (the p_* features): a read walks the mask bit by bit and moves to the next group
+            after its last bit; a KV step walks the groups, then the next bit."""
+            if pend:
+                read, last, glast, more = a_read, ~a_nz | ~a_two, a_g == w_glast, a_two
+                q, mask, rst, g, iss = a_q, a_mask, a_rest, a_g, ~stall
+            else:
+                read, last, glast, more = accept_q, p_ilast, w_glast == 0, p_rest.any()
+                q, mask, rst, g, iss = p_eff, p_eff, p_rest, C(0, 1), accept_q | (accept_kv & p_nz)
+            return (Mux(read, Mux(last, q, rst), Mux(glast, rst, mask)),
+                    Mux(read, Mux(last, g + 1, g), Mux(glast, 0, g + 1)),
+                    Mux(read, last, a_first),
+                    Mux(read, Mux(last, iss & ~glast, iss), Mux(glast, iss & more, iss)))
+        # (both candidates from their own registers; a_pend, which fans out to every bit, picks last)
+        with m.If(~stall):
+            for reg, on_a, on_p in zip((a_mask, a_g, a_first, a_pend), walk_next(True), walk_next(False),
+                                       strict=True):
+                m.d.sync += reg.eq(Mux(a_pend, on_a, on_p))
 
         # ---- stages R and B: the memory read from a registered address; forwarding decisions --------
         # A step reads its row slice in R and writes it back in C, two cycles later. When a step is in B,
