@@ -269,6 +269,7 @@ class SpikeAccumulator(wiring.Component):
         a_g = Signal(range(R))
         a_g0 = Signal(1)                       # a_g == 0
         a_glast = Signal(1)                    # a_g == G - 1
+        a_gleft = Signal(range(R))             # G - 1 - a_g: groups after this one (a_glast: 0, no adder)
         a_first = Signal(1)
 
         # ---- S1 (index), S2 (address), S3 (read), S4 (accumulate) -----------------------------------
@@ -438,7 +439,8 @@ class SpikeAccumulator(wiring.Component):
 
         def load_entry(e):
             m.d.sync += [a.eq(e), a_mask.eq(e.x), a_cnt.eq(e.cnt), a_any.eq(e.any), a_two.eq(e.two),
-                         a_three.eq(e.three), a_g.eq(0), a_g0.eq(1), a_glast.eq(e.glast == 0), a_first.eq(1),
+                         a_three.eq(e.three), a_g.eq(0), a_g0.eq(1), a_gleft.eq(e.glast), a_glast.eq(e.glast == 0),
+                         a_first.eq(1),
                          i_last.eq(one_left(e.any, e.two))]
 
         with m.If(~stall):
@@ -456,7 +458,8 @@ class SpikeAccumulator(wiring.Component):
                     m.d.sync += a_pend.eq(0)
             with m.Elif(i_last):                # group done: the mask restarts for the next group
                 m.d.sync += [a_mask.eq(a.x), a_cnt.eq(a.cnt), a_any.eq(a.any), a_two.eq(a.two),
-                             a_three.eq(a.three), a_g.eq(a_g + 1), a_g0.eq(0), a_glast.eq(a_g + 1 == a.glast),
+                             a_three.eq(a.three), a_g.eq(a_g + 1), a_g0.eq(0), a_gleft.eq(a_gleft - 1),
+                             a_glast.eq(a_gleft == 1),
                              a_first.eq(1), i_last.eq(one_left(a.any, a.two))]
             with m.Else():                      # the selected chunk loses its lowest spike
                 m.d.sync += a_first.eq(0)
