@@ -1050,16 +1050,22 @@ class Accelerator(wiring.Component):
         m.d.sync += [l_tok_m1.eq(l_tokens - 1), f_tok_m1.eq(f_tokens - 1), l_tok_zero.eq(l_tokens == 0),
                      f_tok_zero.eq(f_tokens == 0), l_pad_tok.eq((l_pad != 0) & (l_tokens != 0))]
         wl_leak, wl_shift, wl_theta = hf(0, 2), hf(2, 1), hf(3, 2)
-        # leak > 2**shift  <=>  leak - 1 has a bit at or above `shift` (leak = 0 wraps: fails too)
-        wl_leak_high = ((wl_leak - 1)[:16] & ~thermometer(wl_shift[:4], 16)).any()
+        # WRITE_LIF's and ATTENTION's checks in two register stages (their terms, then the OR; the header is
+        # stable two cycles before the job, so both are valid from its first state on). leak > 2**shift
+        # <=> leak - 1 has a bit at or above `shift` (leak = 0 wraps: fails too)
+        wl_terms, a_terms = Signal(5), Signal(6)
+        wl_leak_m1, wl_below = Signal(16), Signal(16)
+        m.d.sync += [
+            wl_terms.eq(Cat(wl_shift < 1, wl_shift > 15, wl_leak == 0, wl_theta[15], wl_theta == 0)),
+            wl_leak_m1.eq(wl_leak - 1), wl_below.eq(thermometer(wl_shift[:4], 16)),
+            a_terms.eq(Cat(a_mode > 1, a_dim == 0, a_dim > DM, a_tokens > NT, ~a_ob_ok, a_pbase + a_dim > PC)),
+        ]
         m.d.sync += [
             l_hdr_bad.eq((l_cin == 0) | (l_cin > self.in_max) | (l_cout == 0) | ~l_ob_ok),
             l_pm_bad.eq(l_pbase_c + l_cout_c > PC),
             f_hdr_bad.eq((f_ch == 0) | (f_first > 1)),
-            wl_hdr_bad.eq((wl_shift < 1) | (wl_shift > 15) | (wl_leak == 0) | wl_leak_high | wl_theta[15]
-                          | (wl_theta == 0)),
-            a_hdr_bad.eq((a_mode > 1) | (a_dim == 0) | (a_dim > DM) | (a_tokens > NT) | ~a_ob_ok
-                         | (a_pbase + a_dim > PC)),
+            wl_hdr_bad.eq(wl_terms.any() | (wl_leak_m1 & ~wl_below).any()),
+            a_hdr_bad.eq(a_terms.any()),
             l_body.eq(L - _LIN_HDR), f_body.eq(L - _LIF_HDR),
         ]
 
