@@ -634,10 +634,13 @@ class Accelerator(wiring.Component):
 
         mul_a, mul_b = Signal(K + 1), Signal(K)              # (mul_a: also a sum of two clamped operands)
         mul_p = Signal(K)                                    # clamp(mul_a * mul_b): every use compares it
-        mul_lo, mul_hi = Signal(K), Signal()                 # the product's low bits and "above K bits", each
-        prod = mul_a * mul_b                                 # registered straight from the multiplier
-        m.d.sync += [mul_lo.eq(prod[:K]), mul_hi.eq(prod[K:].any())]
-        m.d.comb += mul_p.eq(Mux(mul_hi, (1 << K) - 1, mul_lo))
+        # the product's low bits and "above K bits", registered straight from the multiplier: the high bits'
+        # OR in groups of 4 (one LUT after the DSP, whose own delay fills most of the cycle), then ORed by mul_p
+        prod = mul_a * mul_b
+        hi_bits = prod[K:]
+        mul_lo, mul_hi = Signal(K), Signal(-(-len(hi_bits) // 4))
+        m.d.sync += [mul_lo.eq(prod[:K]), mul_hi.eq(Cat(hi_bits[i:i + 4].any() for i in range(0, len(hi_bits), 4)))]
+        m.d.comb += mul_p.eq(Mux(mul_hi.any(), (1 << K) - 1, mul_lo))
 
         def mul_load(a, b, *, live_a: bool = False):
             """Operands for the product two cycles later. Header operands (stable from two cycles before the
