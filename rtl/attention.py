@@ -474,7 +474,6 @@ class AttentionEngine(wiring.Component):
             m.d.sync += [s_v.eq(0), negc.eq(0)]
 
         # ---- step generation --------------------------------------------------------------
-        cur_mask = Signal(D)
         cur_q = Signal(D)
         cur_v = Signal(D)
         cur_g = Signal(range(GM))
@@ -486,14 +485,14 @@ class AttentionEngine(wiring.Component):
         issue = Signal(1)
         with m.If(a_pend):
             m.d.comb += [
-                cur_mask.eq(a_mask), cur_q.eq(a_q), cur_v.eq(a_v), cur_g.eq(a_g),
+                cur_q.eq(a_q), cur_v.eq(a_v), cur_g.eq(a_g),
                 cur_first.eq(a_first), cur_read.eq(a_read), cur_nz.eq(a_nz),
                 cur_skip.eq(a_skip), cur_const.eq(a_const),
                 issue.eq(~stall),
             ]
         with m.Else():                         # the command's first step, from the p_* features
             m.d.comb += [
-                cur_mask.eq(p_eff), cur_q.eq(p_eff), cur_v.eq(cmd.b), cur_g.eq(0),
+                cur_q.eq(p_eff), cur_v.eq(cmd.b), cur_g.eq(0),
                 cur_first.eq(1), cur_read.eq(accept_q), cur_nz.eq(p_nz),
                 cur_skip.eq(Mux(p_const, 0, cmd.skip)), cur_const.eq(p_const),
                 issue.eq(accept_q | (accept_kv & p_nz)),
@@ -503,8 +502,6 @@ class AttentionEngine(wiring.Component):
         a_rest = a_mask & (a_mask - 1)
         idx = Signal(range(D))
         m.d.comb += idx.eq(Mux(a_pend, Mux(ffs_any, ffs_idx, 0), p_idx))
-        rest = Signal(D)
-        m.d.comb += rest.eq(Mux(a_pend, a_rest, p_rest))
         g_last = Signal(1)
         m.d.comb += g_last.eq(cur_g == w_glast)
         i_last = Signal(1)
@@ -520,11 +517,6 @@ class AttentionEngine(wiring.Component):
                 r.last.eq(i_last), r.tlast.eq(i_last & g_last), r.nz.eq(cur_nz), r.mode.eq(w_mode),
                 r.skip.eq(cur_skip), r.const.eq(cur_const), r.head.eq(w_head),
             ]
-        # the issue registers follow cur_* in every non-stalled cycle (with A empty, the command port: only
-        # a_pend says whether it issued), so their enable is ~stall, not the command's acceptance
-        with m.If(~stall):
-            m.d.sync += [a_q.eq(cur_q), a_v.eq(cur_v), a_read.eq(cur_read), a_nz.eq(cur_nz),
-                         a_skip.eq(cur_skip), a_const.eq(cur_const)]
 
         def walk_next(pend: bool):
             """A's next (mask, group, first, pend) after a step of its entry (``pend``) or of the command's
@@ -540,8 +532,12 @@ class AttentionEngine(wiring.Component):
                     Mux(read, Mux(last, g + 1, g), Mux(glast, 0, g + 1)),
                     Mux(read, last, a_first),
                     Mux(read, Mux(last, iss & ~glast, iss), Mux(glast, iss & more, iss)))
-        # (both candidates from their own registers; a_pend, which fans out to every bit, picks last)
+        # the issue registers follow cur_* in every non-stalled cycle (with A empty, the command port: only
+        # a_pend says whether it issued), so their enable is ~stall, not the command's acceptance; A's walk
+        # registers take one of two candidates, each from its own registers: a_pend (every bit's select) last
         with m.If(~stall):
+            m.d.sync += [a_q.eq(cur_q), a_v.eq(cur_v), a_read.eq(cur_read), a_nz.eq(cur_nz),
+                         a_skip.eq(cur_skip), a_const.eq(cur_const)]
             for reg, on_a, on_p in zip((a_mask, a_g, a_first, a_pend), walk_next(True), walk_next(False),
                                        strict=True):
                 m.d.sync += reg.eq(Mux(a_pend, on_a, on_p))

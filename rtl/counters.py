@@ -112,6 +112,7 @@ class EventCounters(wiring.Component):
                 pend_next[k].eq(Mux(flushed[k], incs[k], pending[k] + incs[k])),
                 clr_next[k].eq(cleared[k] & ~flushed[k]),
             ]
+
         def pick(at):
             return clr_next.bit_select(at, 1), Array(pend_next)[at]
         (clr_s, pend_s), (clr_r, pend_r) = pick(sweep), pick(self.rd_index)
